@@ -1,0 +1,35 @@
+# AugMem study as one DAG: raw data -> frames -> dirmap -> balanced dirmap -> (distributed images) -> task filelists
+# -> per-run training -> aggregated table, figures and report.  `snakemake --cores all` builds the embedded demo;
+# `snakemake --configfile params/paper.yaml ...` the paper's configuration on real data (README).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params/default.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/frames.smk"
+include: "workflow/rules/dirmap.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/distribute.smk"
+include: "workflow/rules/filelists.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/results.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+rule all:
+    default_target: True
+    input:
+        all_outputs(),
+
+
+rule data:
+    """Data preparation only: every dataset's checked dirmap and task filelists."""
+    input:
+        data_outputs(),

@@ -1,0 +1,169 @@
+"""Shared machinery of every agent (the loop in :mod:`augmem.train.loop` talks only to this interface).
+
+An agent owns its network, optimiser and any memory. The loop calls, per task ``t`` and epoch ``e``:
+
+    agent.set_active(active_labels)              # output nodes of all classes seen so far, ascending
+    agent.learn_stream(loader, task=t, epoch=e, last_epoch=(e == n_epoch - 1))
+    agent.evaluate(loader) -> {"acc": float, ...}  # top-1 accuracy in % per output path; ``primary_path`` first
+
+``loader`` yields ``(x, y)`` batches in filelist order (no shuffling: the stream order is the filelist order).
+``x`` is an image batch, or — when ``uses_front_features`` is True and the loop feeds a frozen-feature cache —
+already the output of the frozen front ``E``; :meth:`front_forward` hides the difference.
+
+Checkpointing: :meth:`checkpoint_state` returns nested dicts/lists of tensors and Python scalars only (so that
+``torch.load(weights_only=True)`` can read it back) and :meth:`load_checkpoint_state` restores it exactly.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from augmem.models import build_backbone
+from augmem.train.fidelity import TrainSwitches
+
+
+class Agent:
+    """Base class. Subclasses set ``name`` and override :meth:`learn_stream` (and what else they need)."""
+
+    name = "base"
+    primary_path = "acc"  # the output path whose accuracy is the headline number and drives keep-best
+    offline = False  # trains on the offline (cumulative) filelists: the upper bound
+    uses_front_features = False  # True when the frozen front may be replaced by cached features
+
+    def __init__(self, n_class: int, hp: dict[str, Any], switches: TrainSwitches, device: str | torch.device = "cpu"):
+        self.n_class = int(n_class)
+        self.hp = dict(hp)
+        self.switches = switches
+        self.device = torch.device(device)
+        self.active: list[int] = []
+        self.model = self.build_model().to(self.device)
+        self.optimizer = self.build_optimizer(self.model.parameters())
+
+    # ----------------------------------------------------------------------------------------------------- building
+    def build_model(self) -> nn.Module:
+        """SqueezeNet 1.0 (the original's "ResNet18") with a new head; the baselines fine-tune all of it."""
+        bb = build_backbone(self.hp.get("backbone", "squeezenet"), self.n_class, self.hp.get("weights", "none"))
+        if self.hp.get("freeze_feature_extract", False):
+            for p in bb.front.parameters():
+                p.requires_grad_(False)
+        return bb.full()
+
+    def build_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimiser of spec 6.1: SGD/RMSprop with momentum, Adam, Adagrad; lr and weight decay from hp."""
+        name = self.hp.get("optimizer", "SGD")
+        lr = float(self.hp.get("lr", 1e-3))
+        wd = float(self.hp.get("weight_decay", 0.0))
+        params = [p for p in params if p.requires_grad]
+        if name == "SGD":
+            return torch.optim.SGD(params, lr=lr, momentum=float(self.hp.get("momentum", 0.9)), weight_decay=wd)
+        if name == "RMSprop":
+            return torch.optim.RMSprop(params, lr=lr, momentum=float(self.hp.get("momentum", 0.9)), weight_decay=wd)
+        if name in ("Adam", "AdamW", "Adagrad", "Adadelta"):
+            return getattr(torch.optim, name)(params, lr=lr, weight_decay=wd)
+        raise ValueError(f"unsupported optimizer {name!r}")
+
+    # ----------------------------------------------------------------------------------------------------- helpers
+    def set_active(self, active: list[int]) -> None:
+        self.active = sorted(int(a) for a in active)
+
+    @property
+    def active_index(self) -> torch.Tensor:
+        return torch.as_tensor(self.active, dtype=torch.long, device=self.device)
+
+    def front_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """E(x), or x itself when x already holds cached front features."""
+        if getattr(self, "_inputs_are_features", False):
+            return x
+        return self.model[0](x)
+
+    def set_inputs_are_features(self, flag: bool) -> None:
+        if flag and not self.uses_front_features:
+            raise ValueError(f"agent {self.name} cannot train on cached front features")
+        self._inputs_are_features = bool(flag)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits over all C classes."""
+        return self.model[1](self.front_forward(x))
+
+    def criterion(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """CE over the active output nodes; labels work as column indices because active labels are 0..K-1."""
+        return F.cross_entropy(logits[:, self.active_index], y)
+
+    def update_model(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimiser step on one batch (NormalNN's step); returns the loss."""
+        self.model.train()
+        logits = self.forward(x)
+        loss = self.criterion(logits, y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    # ----------------------------------------------------------------------------------------------------- protocol
+    def learn_stream(self, loader, task: int, epoch: int, last_epoch: bool) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predicted labels per output path (argmax over the active nodes)."""
+        self.model.eval()
+        logits = self.forward(x)[:, self.active_index]
+        return {"acc": self.active_index[logits.argmax(1)]}
+
+    def evaluate(self, loader) -> dict[str, float]:
+        """Top-1 accuracy in % per output path over a loader; NaN for an empty loader."""
+        correct: dict[str, int] = {}
+        total = 0
+        for x, y in loader:
+            x, y = x.to(self.device), y.to(self.device)
+            for path, pred in self.predict(x).items():
+                correct[path] = correct.get(path, 0) + int((pred == y).sum())
+            total += len(y)
+        if total == 0:
+            return {p: math.nan for p in self.output_paths()}
+        return {p: 100.0 * c / total for p, c in correct.items()}
+
+    def output_paths(self) -> list[str]:
+        return [self.primary_path]
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes the method stores beyond the network, by kind (e.g. {"images": ..., "importance": ...})."""
+        return {}
+
+    # ----------------------------------------------------------------------------------------------------- state
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "active": list(self.active),
+            "extra": self.extra_state(),
+        }
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.active = list(state["active"])
+        self.load_extra_state(state["extra"])
+
+    def extra_state(self) -> dict[str, Any]:
+        """Agent-specific state (memories, anchors, importances) as tensors/scalars/lists/dicts."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def snapshot_weights(self) -> dict[str, torch.Tensor]:
+        """Network weights for keep-best (only the network is restored, as in the original)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(weights)
+
+
+def n_params_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return int(sum(t.numel() * t.element_size() for t in tensors))

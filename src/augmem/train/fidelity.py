@@ -1,0 +1,90 @@
+"""Training-side fidelity switches: each quirk of the published code that changes results is one named switch.
+
+``reference`` reproduces the published behaviour (spec section 12), ``corrected`` fixes every quirk. Data-side
+switches (task filelists) live in :mod:`augmem.data.fidelity`. A switch is True when the *quirk* is active.
+Individual switches can be overridden per run (``switch_overrides`` in params), e.g. to study one quirk alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class TrainSwitches:
+    # --- training loop (spec 5.1, 12.11-12.14) ---
+    keep_best_on_test: bool = True
+    """12.12: keep-best picks the epoch with the best *test* accuracy (the original's --validate crashed). Corrected:
+    pick on a held-out validation split (25 % of the test set, seeded by the run; reported test accuracy then uses
+    the remaining 75 %)."""
+
+    # --- AugMem (spec 6.4, 12.24) ---
+    augmem_bce_direct_student: bool = True
+    """12.24: BCE argument order. Reference: the main loss distils the direct path towards the detached memory path,
+    and the replay distillation term has a constant input (zero gradient). Corrected: the memory path / replay output
+    is distilled towards the stored (teacher) logits as the paper describes: main loss BCE(sigma(out), sigma(direct).detach()),
+    replay BCE(sigma(replay_out), sigma(stored_logits))."""
+    augmem_reg_ref_every_step: bool = True
+    """12.24: the memory-regulariser reference M_bar is refreshed after every main step (so the term only penalises
+    the movement since the last step). Corrected: M_bar = the memory at the end of the previous task."""
+    augmem_torch17_zero_grad: bool = True
+    """12.24: torch-1.7 ``zero_grad`` semantics (gradients zeroed in place, never set to None), so momentum and weight
+    decay keep moving M during replay steps. Corrected: ``zero_grad(set_to_none=True)``."""
+    augmem_hardcoded_lr: bool = True
+    """6.4 step 4: after the first epoch of every task >= 1 the learning rate is set to 0.001 whatever --lr was.
+    Corrected: the configured lr is kept."""
+    augmem_untrimmed_storage: bool = True
+    """12.24: classes absent from the current data keep their old storage size, so storage can exceed memory_size.
+    Corrected: every class is trimmed to floor(memory_size / |active|) after each update."""
+    augmem_top1_only_replay: bool = True
+    """12.24: replay rebuilds the read from the top-1 slot only (correct only for memory_topK = 1; K > 1 silently
+    mixes batch and content). Corrected: for K > 1 the read is the mean of the K stored slots at each location."""
+
+    # --- regularisers L2 / EWC / online EWC / SI / MAS (spec 6.2, 12.23) ---
+    reg_importance_every_epoch: bool = True
+    """12.23: importance is recomputed after every epoch, and the online variants (MAS, SI, EWC_online) add it in
+    place into the stored importance even in epochs that are not the last of a task. Corrected: importance is
+    computed once at the end of each task and accumulated only then."""
+
+    # --- rehearsal / GEM (spec 6.3, 12.21) ---
+    rehearsal_as_finetune: bool = True
+    """12.21: NaiveRehearsal's learn_stream is dead code, so it trains exactly like NormalNN. Corrected: a reservoir
+    memory of memory_size images is replayed alongside the stream."""
+    gem_as_finetune: bool = True
+    """12.21: GEM's task memory is never filled, so it trains exactly like NormalNN. Corrected: the GEM QP projection
+    over per-task memories."""
+
+    # --- iCaRL (spec 6.3, 12.22) ---
+    icarl_class_score_features: bool = True
+    """12.22: the 'features' for exemplars and nearest-mean classification are the C pooled class scores. Corrected:
+    the penultimate features (the 512-channel map before the classifier conv, globally average-pooled)."""
+    icarl_zip_truncation: bool = True
+    """12.22: training of each task >= 1 stops after as many batches as the replay loader has (zip). Corrected: all
+    training batches are used, the replay loader cycles."""
+    icarl_misaligned_distill: bool = True
+    """12.22: distillation targets are computed on one shuffle of the replay loader and used on another. Corrected:
+    targets are the old model's outputs on the same replay batch."""
+    icarl_untrimmed_exemplars: bool = True
+    """12.22: old exemplar sets are never trimmed (the trim rebinds a loop variable) and herding allows repeats.
+    Corrected: sets are trimmed to memory_size // seen classes and herding picks distinct items."""
+    icarl_update_every_epoch: bool = True
+    """12.22: the exemplar memory is updated after every epoch, not once per task. Corrected: once per task."""
+    herding_frobenius_norm: bool = True
+    """12.22/6.4: herding divides the candidate means by the Frobenius norm of the whole candidate matrix instead of
+    normalising each candidate. Corrected: each candidate mean is L2-normalised. (iCaRL and AugMem herding.)"""
+
+
+def train_switches(fidelity: str, overrides: dict | None = None) -> TrainSwitches:
+    """The switch bundle for a fidelity ('reference': every quirk on; 'corrected': every quirk off)."""
+    if fidelity == "reference":
+        base = TrainSwitches()
+    elif fidelity == "corrected":
+        base = TrainSwitches(**{f.name: False for f in fields(TrainSwitches)})
+    else:
+        raise ValueError(f"unknown fidelity {fidelity!r}; expected 'reference' or 'corrected'")
+    if overrides:
+        unknown = set(overrides) - {f.name for f in fields(TrainSwitches)}
+        if unknown:
+            raise ValueError(f"unknown training switch(es): {sorted(unknown)}")
+        base = dataclasses.replace(base, **overrides)
+    return base

@@ -1,0 +1,125 @@
+# Shared set-up: parameter loading and schema validation, dataset facts, path helpers and the target lists.
+import json
+import re
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from augmem.train.hparams import resolve_hparams
+
+validate(config, "../schemas/config.schema.yaml")
+
+with open("params/datasets.yaml") as _fh:
+    DATASETS = yaml.safe_load(_fh)
+validate(DATASETS, "../schemas/datasets.schema.yaml")
+with open("params/agents.yaml") as _fh:
+    AGENTS_PARAMS = yaml.safe_load(_fh)
+validate(AGENTS_PARAMS, "../schemas/agents.schema.yaml")
+
+PARAMS = {"default": config, "datasets": DATASETS, "agents": AGENTS_PARAMS}
+SCENARIOS = ["iid", "class_iid", "instance", "class_instance"]
+
+
+def _check_names():
+    for ds in config["datasets"] + config["train"]["datasets"]:
+        if ds not in DATASETS:
+            raise WorkflowError(f"config: dataset {ds!r} is not defined in params/datasets.yaml "
+                                f"(defined: {sorted(DATASETS)})")
+    for agent in config["train"]["agents"]:
+        if agent not in AGENTS_PARAMS["agents"]:
+            raise WorkflowError(f"config: agent {agent!r} is not defined in params/agents.yaml "
+                                f"(defined: {sorted(AGENTS_PARAMS['agents'])})")
+
+
+_check_names()
+
+
+def kind(ds):
+    return DATASETS[ds]["kind"]
+
+
+def _alternatives(names):
+    """A wildcard regex matching exactly these names (never matches when the list is empty)."""
+    names = sorted(names)
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+def datasets_of_kind(*kinds):
+    return [d for d in DATASETS if DATASETS[d]["kind"] in kinds]
+
+
+wildcard_constraints:
+    dataset=_alternatives(DATASETS),
+    fidelity="reference|corrected",
+    scenario="|".join(SCENARIOS),
+    run=r"\d+",
+    agent=r"[a-z0-9_]+",
+
+
+def raw_root(ds):
+    """The dataset's raw folder: generated for demo datasets, the user's `roots` entry otherwise."""
+    if DATASETS[ds].get("demo"):
+        return f"data/raw/{ds}"
+    try:
+        return config["roots"][ds]
+    except KeyError:
+        raise WorkflowError(f"config: no raw-data root for dataset {ds!r}: set roots.{ds} in params/default.yaml")
+
+
+def image_root(ds):
+    """The folder the task filelists' paths are relative to (the original DATAROOT of each dataset)."""
+    k = kind(ds)
+    if k == "core50":
+        return f"{raw_root(ds)}/core50_128x128"
+    if k == "toybox":
+        return f"data/interim/{ds}/frames"
+    if k == "ilab2mlight":
+        return f"data/interim/{ds}/images"
+    return raw_root(ds)
+
+
+def image_root_input(ds):
+    """What a training job depends on for its images: the raw root for core50/cifar100, or a produced folder."""
+    return raw_root(ds) if kind(ds) in ("core50", "cifar100") else image_root(ds)
+
+
+def scenarios_for(ds, wanted):
+    return [s for s in wanted if s in DATASETS[ds]["scenarios"]]
+
+
+def filelist_dir(ds, fidelity, scenario, run):
+    return f"data/interim/{ds}/filelists/{fidelity}/{ds}_task_filelists/{scenario}/run{run}"
+
+
+def data_outputs():
+    out = []
+    for ds in config["datasets"]:
+        out.append(f"data/interim/{ds}/dirmap_stats.json")
+        for fid in config["fidelities"]:
+            for sc in scenarios_for(ds, config["scenarios"]):
+                out += [filelist_dir(ds, fid, sc, r) for r in range(config["runs"])]
+    return out
+
+
+def train_jobs():
+    """(dataset, fidelity, scenario, agent, run) of every requested training job."""
+    t = config["train"]
+    return [(ds, fid, sc, agent, r)
+            for ds in t["datasets"] for fid in config["fidelities"] for sc in scenarios_for(ds, t["scenarios"])
+            for agent in t["agents"] for r in range(t["runs"])]
+
+
+def metrics_path(ds, fid, sc, agent, run):
+    return f"results/{ds}/{fid}/{sc}/{agent}/run{run}/metrics.json"
+
+
+def train_outputs():
+    return [metrics_path(*job) for job in train_jobs()]
+
+
+def all_outputs():
+    out = data_outputs() + train_outputs()
+    if train_jobs():
+        out += ["results/table.md", "results/table.csv", "results/table.tex", "results/figures"]
+    return out

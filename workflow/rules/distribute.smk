@@ -1,0 +1,19 @@
+# iLab-2M-Light: from one massed folder to <class>/obj_<o>/sess_<s>/ (spec 2.5), with hard links where possible.
+
+
+rule distribute_ilab:
+    input:
+        dirmap="data/interim/{dataset}/dirmap_massed.csv",
+        src=lambda w: raw_root(w.dataset),
+    output:
+        images=directory("data/interim/{dataset}/images"),
+        dirmap="data/interim/{dataset}/dirmap_distributed.csv",
+    wildcard_constraints:
+        dataset=_alternatives(datasets_of_kind("ilab2mlight")),
+    params:
+        fps=lambda w: DATASETS[w.dataset]["balance"]["frames_per_session"],
+    log:
+        "logs/distribute/{dataset}.log",
+    shell:
+        "python -m stages.distribute --dirmap {input.dirmap} --src {input.src} --out-root {output.images}"
+        " --out-dirmap {output.dirmap} --frames-per-session {params.fps} > {log} 2>&1"

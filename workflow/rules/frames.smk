@@ -1,0 +1,20 @@
+# Toybox: one frame per second of every video, resized (spec 2.1).
+
+
+rule extract_frames:
+    """Extract Toybox video frames with ffmpeg (parallel across videos)."""
+    input:
+        lambda w: raw_root(w.dataset),
+    output:
+        directory("data/interim/{dataset}/frames"),
+    wildcard_constraints:
+        dataset=_alternatives(datasets_of_kind("toybox")),
+    params:
+        fps=lambda w: DATASETS[w.dataset]["frames"]["fps"],
+        size=lambda w: DATASETS[w.dataset]["frames"]["size"],
+    threads: workflow.cores
+    log:
+        "logs/extract_frames/{dataset}.log",
+    shell:
+        "python -m stages.extract_frames --videos {input} --out {output} --fps {params.fps} --size {params.size}"
+        " --jobs {threads} > {log} 2>&1"

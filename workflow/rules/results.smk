@@ -1,0 +1,51 @@
+# Aggregation of the per-run outputs into tables, the results table and the figures (spec 5.5, 10, 12.26).
+
+
+rule aggregate:
+    """Tidy per-run table, per-cell summary and per-task curves; fails when a requested run has no result."""
+    input:
+        metrics=train_outputs(),
+        benchmarks=[m.replace("metrics.json", "benchmark.tsv") for m in train_outputs()],
+    output:
+        runs="results/tables/runs.csv",
+        summary=report("results/tables/summary.csv", caption="../report/summary.rst", category="Tables"),
+        per_task="results/tables/per_task.csv",
+    params:
+        run_filter=config["results"]["run_filter"],
+    log:
+        "logs/results/aggregate.log",
+    shell:
+        "python -m stages.aggregate --metrics {input.metrics:q} --benchmarks {input.benchmarks:q}"
+        " --published-dir data/published --run-filter {params.run_filter} --out-dir results/tables > {log} 2>&1"
+
+
+rule results_table:
+    """The study's results table: agents x (dataset, scenario), average accuracy mean +- SEM, best marked."""
+    input:
+        "results/tables/summary.csv",
+    output:
+        md="results/table.md",
+        csv=report("results/table.csv", caption="../report/table.rst", category="Tables"),
+        tex="results/table.tex",
+    log:
+        "logs/results/table.log",
+    shell:
+        "python -m stages.table --summary {input} --out-md {output.md} --out-csv {output.csv}"
+        " --out-tex {output.tex} > {log} 2>&1"
+
+
+rule figures:
+    """Every figure of the study (accuracy curves, bar charts, ablations, memory, t-SNE, confusion, hypotheses)."""
+    input:
+        runs="results/tables/runs.csv",
+        summary="results/tables/summary.csv",
+        per_task="results/tables/per_task.csv",
+        metrics=train_outputs(),
+    output:
+        figures=report(directory("results/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
+                       category="Figures"),
+    log:
+        "logs/results/figures.log",
+    shell:
+        "python -m stages.figures --runs {input.runs} --summary {input.summary} --per-task {input.per_task}"
+        " --viz-from-metrics {input.metrics:q} --out-dir {output.figures} > {log} 2>&1"

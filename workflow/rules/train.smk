@@ -1,0 +1,74 @@
+# One training job per (dataset, fidelity, scenario, agent, run), seeded from the run number (spec 5; README).
+
+
+def job_hparams(w):
+    """(impl, hp) of a job, resolved from params/agents.yaml, params/datasets.yaml and the config (see agents.yaml)."""
+    return resolve_hparams(PARAMS, w.dataset, w.agent, w.scenario, config)
+
+
+def job_config(w):
+    """Everything the training stage needs besides paths, as one JSON string (also a Snakemake rerun trigger)."""
+    impl, hp = job_hparams(w)
+    if hp.get("weights") == "imagenet":
+        hp["weights"] = weights_file(hp.get("backbone", "squeezenet"))
+    return json.dumps({"impl": impl, "kind": kind(w.dataset), "n_class": DATASETS[w.dataset]["n_class"], **hp},
+                      sort_keys=True)
+
+
+def weights_file(backbone):
+    return f"data/weights/{'mobilenet_v2' if backbone.startswith('mobilenet') else 'squeezenet1_0'}_imagenet.pth"
+
+
+def train_inputs(w):
+    impl, hp = job_hparams(w)
+    inputs = {
+        "filelists": filelist_dir(w.dataset, w.fidelity, w.scenario, w.run),
+        "images": image_root_input(w.dataset),
+    }
+    if hp.get("weights") == "imagenet":
+        inputs["weights"] = weights_file(hp.get("backbone", "squeezenet"))
+    return inputs
+
+
+USE_GPU = config["train"]["device"] == "cuda"
+
+
+rule train:
+    """Train one agent on one run's task stream; writes metrics.json (and viz.npz when visualize is on)."""
+    input:
+        unpack(train_inputs),
+    output:
+        "results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}/metrics.json",
+    params:
+        config=job_config,
+        image_root=lambda w: image_root(w.dataset),
+        out="results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}",
+        device=config["train"]["device"],
+        seed_base=config["train"]["seed_base"],
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1 if USE_GPU else 0,
+        mem_mb=16000 if USE_GPU else 4000,
+        runtime=240 if USE_GPU else 60,
+    log:
+        "logs/train/{dataset}/{fidelity}/{scenario}/{agent}/run{run}.log",
+    benchmark:
+        "results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}/benchmark.tsv"
+    shell:
+        "python -m stages.train --dataset {wildcards.dataset} --scenario {wildcards.scenario}"
+        " --agent {wildcards.agent} --run {wildcards.run} --fidelity {wildcards.fidelity}"
+        " --filelists {input.filelists} --image-root {params.image_root} --out {params.out}"
+        " --hparams {params.config:q} --device {params.device} --threads {threads}"
+        " --seed-base {params.seed_base} > {log} 2>&1"
+
+
+rule fetch_weights:
+    """Download torchvision's ImageNet weights once (needs a network), so cluster jobs run offline."""
+    output:
+        "data/weights/{arch}_imagenet.pth",
+    wildcard_constraints:
+        arch="squeezenet1_0|mobilenet_v2",
+    log:
+        "logs/fetch_weights/{arch}.log",
+    shell:
+        "python -m stages.fetch_weights --arch {wildcards.arch} --out {output} > {log} 2>&1"
