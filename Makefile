@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The workflow's shell commands call `python -m stages...`: put the venv first on PATH.
+SNAKEMAKE := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --workflow-profile workflow/profiles/default
+
 demo: $(STAMP)
-	$(VENV)/bin/snakemake --cores $(CORES)
+	$(SNAKEMAKE) --cores $(CORES)
+	$(SNAKEMAKE) --report results/report.html
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
@@ -29,7 +33,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
 lint: $(STAMP)
-	$(VENV)/bin/snakemake --lint
+	$(SNAKEMAKE) --lint
 
 clean-demo:
 	rm -rf data/raw/demo data/interim/demo_* results/demo_*

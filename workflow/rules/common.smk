@@ -105,9 +105,12 @@ def data_outputs():
 def train_jobs():
     """(dataset, fidelity, scenario, agent, run) of every requested training job."""
     t = config["train"]
+    only = t.get("agent_datasets", {})  # agent -> the datasets it is trained on (default: all)
+    runs = t.get("agent_runs", {})  # agent -> number of runs (default: train.runs)
     return [(ds, fid, sc, agent, r)
             for ds in t["datasets"] for fid in config["fidelities"] for sc in scenarios_for(ds, t["scenarios"])
-            for agent in t["agents"] for r in range(t["runs"])]
+            for agent in t["agents"] if ds in only.get(agent, [ds])
+            for r in range(runs.get(agent, t["runs"]))]
 
 
 def metrics_path(ds, fid, sc, agent, run):
