@@ -1,0 +1,46 @@
+"""Workflow step: summary statistics of a dirmap (spec 2.6), optionally checked against expected values."""
+from __future__ import annotations
+
+import argparse
+
+from augmem.data.dirmap import read_dirmap
+from augmem.data.stats import check_stats, dirmap_stats
+from augmem.io import InputError, write_json
+
+
+def parse_expect(items: list[str]) -> dict[str, float]:
+    """``KEY=VALUE`` strings -> {key: number}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key:
+                raise ValueError
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--expect {item!r}: expected KEY=NUMBER") from None
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m stages.dirmap_stats", description=__doc__)
+    ap.add_argument("--dirmap", required=True, help="dirmap CSV")
+    ap.add_argument("--out", required=True, help="JSON file with the statistics (written only if all checks pass)")
+    ap.add_argument("--expect", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="expected values, e.g. images_per_class_min=4350 total_sessions=3480")
+    ap.add_argument("--frames-per-session", type=int, default=15,
+                    help="threshold of the 'sessions after filter' count (default 15)")
+    args = ap.parse_args(argv)
+    try:
+        expected = parse_expect(args.expect)
+        stats = dirmap_stats(read_dirmap(args.dirmap, ["class", "object", "session", "im_num"]),
+                             frames_per_session=args.frames_per_session)
+        check_stats(stats, expected)
+    except InputError as e:
+        raise SystemExit(f"error: {e}")
+    write_json(args.out, stats)
+    print(" ".join(f"{k}={v}" for k, v in stats.items()))
+
+
+if __name__ == "__main__":
+    main()
