@@ -12,7 +12,7 @@ rule extract_frames:
     params:
         fps=lambda w: DATASETS[w.dataset]["frames"]["fps"],
         size=lambda w: DATASETS[w.dataset]["frames"]["size"],
-    threads: workflow.cores
+    threads: 8  # capped at --cores when run locally
     log:
         "logs/extract_frames/{dataset}.log",
     shell:
