@@ -10,13 +10,16 @@ rule aggregate:
         runs="results/tables/runs.csv",
         summary=report("results/tables/summary.csv", caption="../report/summary.rst", category="Tables"),
         per_task="results/tables/per_task.csv",
+        dvc_metrics="results/metrics.json",
+        dvc_plot="results/tables/per_task_plot.csv",
     params:
         run_filter=config["results"]["run_filter"],
     log:
         "logs/results/aggregate.log",
     shell:
         "python -m stages.aggregate --metrics {input.metrics:q} --benchmarks {input.benchmarks:q}"
-        " --published-dir data/published --run-filter {params.run_filter} --out-dir results/tables > {log} 2>&1"
+        " --published-dir data/published --run-filter {params.run_filter} --out-dir results/tables"
+        " --metrics-out {output.dvc_metrics} --plot-out {output.dvc_plot} > {log} 2>&1"
 
 
 rule results_table:

@@ -1,0 +1,538 @@
+"""AugMem: the Augmented Memory network (spec 6.4, quirks 12.24).
+
+A frozen front ``E`` turns an image into a feature map ``e`` (B x c x h x w). Every location's channels are split into
+G = c / F groups of F consecutive channels; each group (a *key*) reads a memory ``M`` (S slots x F features) by content
+attention (softmax over slots of beta * <key, M_s>). The read map ``r`` has the shape of ``e``; the shared back ``H``
+gives two outputs, ``direct = H(e)`` and ``out = H(r)`` (the "mem" path).
+
+Continual learning: after every epoch the agent stores, for a few training samples per class, the index of the top
+slot at every location and group (a compact *hypothesis* of the sample) plus its direct logits. In later tasks it
+replays old classes by rebuilding reads from those indices, and a regulariser keeps memory slots that stored samples
+point to close to a reference copy ``M_bar``.
+
+Each quirk of the published code that changes results is a :class:`~augmem.train.fidelity.TrainSwitches` switch
+(``augmem_*`` and ``herding_frobenius_norm``); ``reference`` reproduces the code, ``corrected`` fixes it.
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from augmem.agents.base import Agent, n_params_bytes
+from augmem.io import InputError
+from augmem.models import build_backbone
+from augmem.models.backbones import canonical_name
+from augmem.train.fidelity import TrainSwitches
+
+# CLI defaults of experiment_aug.py (spec 5.4); the run scripts override most of them (spec 8.2, 8.3).
+DEFAULTS: dict[str, Any] = {
+    "memory_Nslots": 100,
+    "memory_Nfeat": 512,
+    "memory_size": 1200,
+    "memory_topK": 1,
+    "mem_sparse": 5.0,
+    "logit_coef": 1.0,
+    "reg_coef": 1.0,
+    "replay_coef": 1.0,
+    "replay_times": 1,
+    "herding_mode": False,
+    "freeze_feature_extract": False,
+    "freeze_memory": False,
+}
+
+HARDCODED_LR = 0.001  # spec 6.4 step 4
+GRAD_CLAMP = 10.0  # elementwise gradient clamp to [-10, 10]
+STORE_EVERY = 5  # every 5th sample of a class within a batch is stored
+
+
+class MemNet(nn.Module):
+    """Front ``E``, back ``H`` and the memory ``M`` (``mem_net.Net``).
+
+    Indexing ``net[0]`` / ``net[1]`` gives the front / back, like the baselines' ``Sequential(front, back)``.
+    """
+
+    def __init__(self, front: nn.Module, back: nn.Module, channels: int, n_slots: int, n_feat: int, beta: float):
+        super().__init__()
+        if n_feat <= 0 or channels % n_feat != 0:
+            raise InputError(
+                f"memory_Nfeat={n_feat} must divide the {channels} channels of the backbone cut "
+                f"(the keys are {channels}/memory_Nfeat groups of memory_Nfeat consecutive channels)"
+            )
+        self.front = front
+        self.back = back
+        self.channels = int(channels)
+        self.n_slots = int(n_slots)
+        self.n_feat = int(n_feat)
+        self.n_groups = self.channels // self.n_feat
+        self.beta = float(beta)
+        self.memory = nn.Parameter(torch.randn(n_slots, n_feat))  # N(0, 1), created after the backbone (RNG order)
+
+    def __getitem__(self, i: int) -> nn.Module:
+        return (self.front, self.back)[i]
+
+    def attention(self, e: torch.Tensor) -> torch.Tensor:
+        """Attention (B, h, w, G, S) of every key of the feature map ``e`` (B, c, h, w) over the memory slots."""
+        b, c, h, w = e.shape
+        if c != self.channels:
+            raise ValueError(f"feature map has {c} channels, the memory network expects {self.channels}")
+        keys = e.permute(0, 2, 3, 1).reshape(b, h, w, self.n_groups, self.n_feat)  # channel = g * F + f
+        att = F.softmax(self.beta * keys.matmul(self.memory.t()), dim=4)
+        # sharpening with gamma = 1 (kept because it changes the values by rounding, exactly as published)
+        return att / (att.sum(dim=4, keepdim=True) + 1e-16)
+
+    def read(self, att: torch.Tensor) -> torch.Tensor:
+        """Read map (B, c, h, w): sum_s a_s M_s per key, reassembled in the keys' (g, f) channel order."""
+        b, h, w = att.shape[:3]
+        return att.matmul(self.memory).reshape(b, h, w, self.channels).permute(0, 3, 1, 2)
+
+    def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(direct, out, attention) from front features ``e``; dropout in H is drawn independently for the two calls."""
+        att = self.attention(e)
+        direct = self.back(e)
+        out = self.back(self.read(att))
+        return direct, out, att
+
+    def forward_attonly(self, read_flat: torch.Tensor, spatial: tuple[int, int]) -> torch.Tensor:
+        """H applied to flat read vectors laid out (h, w, c) per sample, as the stored-index replay builds them."""
+        h, w = spatial
+        return self.back(read_flat.reshape(-1, h, w, self.channels).permute(0, 3, 1, 2))
+
+
+class AugMemAgent(Agent):
+    """The AugMem agent: memory-read and direct output paths, index storage, replay and memory regulariser.
+
+    Storage is a dict class -> (slot indices n x L as int16 when S <= 32767 else int32, direct logits n x C float32),
+    with L = h*w*G*K in (i, j, g, k) order. The original kept one float row [indices | logits] per sample; indices
+    are small integers, so the compact form gives identical results with a fraction of the bytes.
+    """
+
+    name = "AugMem"
+    primary_path = "mem"
+    uses_front_features = True
+
+    def __init__(self, n_class: int, hp: dict[str, Any], switches: TrainSwitches, device: str | torch.device = "cpu"):
+        hp = {**DEFAULTS, **dict(hp)}
+        for key in ("memory_Nslots", "memory_Nfeat", "memory_size", "memory_topK", "replay_times"):
+            if int(hp[key]) < (0 if key in ("replay_times", "memory_size") else 1):
+                raise InputError(f"AugMem hyperparameter {key}={hp[key]} is out of range")
+        if int(hp["memory_topK"]) > int(hp["memory_Nslots"]):
+            raise InputError(f"memory_topK={hp['memory_topK']} exceeds memory_Nslots={hp['memory_Nslots']}")
+        super().__init__(n_class, hp, switches, device)
+        self.n_slots = int(hp["memory_Nslots"])
+        self.n_feat = int(hp["memory_Nfeat"])
+        self.top_k = int(hp["memory_topK"])
+        self.capacity = int(hp["memory_size"])
+        self.mem_bar = self.mem_bar.to(self.device)
+        self.used = torch.zeros(self.n_slots, device=self.device)  # ListUsedMem u, never reset
+        self.index_dtype = torch.int16 if self.n_slots <= 32767 else torch.int32
+        self.storage_idx: dict[int, torch.Tensor] = {}
+        self.storage_logits: dict[int, torch.Tensor] = {}
+        self._flat_cache: tuple | None = None
+        self.spatial: tuple[int, int] | None = None  # (h, w) of the front feature map, known after a forward
+        self.task = -1  # task index of the current learn_stream calls
+        self.reg_ref_valid = bool(switches.augmem_reg_ref_every_step)  # corrected: no reference during task 0
+        # The frozen front can be replaced by a cached feature map only if it is a fixed function in train mode:
+        # SqueezeNet's front has no BatchNorm/dropout; MobileNetV2's BatchNorm keeps updating its running stats
+        # in train mode (as in the original), and an unfrozen front trains.
+        backbone = canonical_name(hp.get("backbone", "squeezenet"))
+        self.uses_front_features = bool(hp["freeze_feature_extract"]) and backbone == "squeezenet"
+        self.step_log: list[dict[str, torch.Tensor]] = []  # per main/replay step of the last learn_stream (detached)
+        self.n_main_steps = 0
+        self.n_replay_steps = 0
+
+    # ----------------------------------------------------------------------------------------------------- building
+    def build_model(self) -> MemNet:
+        """RNG order as published: the agent's M_bar = randn(S, F), then the backbone, then the memory M."""
+        s, f = int(self.hp["memory_Nslots"]), int(self.hp["memory_Nfeat"])
+        self.mem_bar = torch.randn(s, f)
+        bb = build_backbone(self.hp.get("backbone", "squeezenet"), self.n_class, self.hp.get("weights", "none"))
+        if self.hp.get("freeze_feature_extract", False):
+            for p in bb.front.parameters():
+                p.requires_grad_(False)
+        return MemNet(bb.front, bb.back, bb.channels, s, f, float(self.hp["mem_sparse"]))
+
+    # ----------------------------------------------------------------------------------------------------- forward
+    def front_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_inputs_are_features", False):
+            return x
+        return self.model.front(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Direct-path logits over all C classes (what viz.npz stores as ``logits``)."""
+        return self.model.back(self.front_forward(x))
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(direct, out, attention, e) for an input batch (images or cached front features)."""
+        e = self.front_forward(x)
+        self.spatial = (int(e.shape[2]), int(e.shape[3]))
+        direct, out, att = self.model(e)
+        return direct, out, att, e
+
+    def forward_attonly(self, read_flat: torch.Tensor) -> torch.Tensor:
+        """Logits of H on flat (h, w, c)-ordered read vectors."""
+        if self.spatial is None:
+            raise RuntimeError("the spatial size of the feature map is unknown before the first forward pass")
+        return self.model.forward_attonly(read_flat, self.spatial)
+
+    def top_slots(self, att: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """Indices (B, h, w, G, K) of the K most attended slots, most attended first."""
+        return att.topk(k or self.top_k, dim=4, largest=True, sorted=True).indices
+
+    # ----------------------------------------------------------------------------------------------------- modes
+    def _train_mode(self) -> None:
+        """``trainOverallOn``: everything in train mode (also the frozen front, as published), M trainable."""
+        self.model.train()
+        self.model.memory.requires_grad_(not bool(self.hp.get("freeze_memory", False)))
+
+    def _zero_grad(self) -> None:
+        # torch 1.7 zeroed gradients in place; a zero gradient still lets momentum / weight decay move a parameter.
+        self.optimizer.zero_grad(set_to_none=not self.switches.augmem_torch17_zero_grad)
+
+    def _clamp_and_step(self) -> None:
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.clamp_(-GRAD_CLAMP, GRAD_CLAMP)
+        self.optimizer.step()
+
+    # ----------------------------------------------------------------------------------------------------- losses
+    def _bce(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """BCE(input = sigmoid(student), target = sigmoid(teacher) detached), both over the active nodes."""
+        a = self.active_index
+        return F.binary_cross_entropy(torch.sigmoid(student[:, a]), torch.sigmoid(teacher[:, a]).detach())
+
+    def regulariser(self) -> torch.Tensor:
+        """sum_s u_s ||M_s - M_bar_s||^2 (unweighted); zero without a reference (corrected fidelity, task 0)."""
+        if not self.reg_ref_valid:
+            return torch.zeros((), device=self.device)
+        diff = (self.model.memory - self.mem_bar) ** 2
+        return self.used.view(1, -1).matmul(diff).sum()
+
+    def main_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_main of spec 6.4 and its weighted terms."""
+        direct, out, _, _ = self.forward_all(x)
+        a = self.active_index
+        terms = {
+            "ce_out": F.cross_entropy(out[:, a], y),
+            "ce_direct": F.cross_entropy(direct[:, a], y),
+        }
+        if self.switches.augmem_bce_direct_student:
+            bce = self._bce(direct, out)  # published: the direct path is distilled towards the memory path
+        else:
+            bce = self._bce(out, direct)
+        terms["bce"] = float(self.hp["logit_coef"]) * bce
+        terms["reg"] = float(self.hp["reg_coef"]) * self.regulariser()
+        return sum(terms.values()), terms
+
+    def main_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self._zero_grad()
+        loss, terms = self.main_loss(x, y)
+        loss.backward()
+        self._clamp_and_step()
+        if self.switches.augmem_reg_ref_every_step:
+            self.mem_bar = self.model.memory.detach().clone()
+        self.n_main_steps += 1
+        self.step_log.append({"kind": "main", **{k: v.detach() for k, v in terms.items()}})
+
+    # ----------------------------------------------------------------------------------------------------- replay
+    def _flat_storage(self):
+        """All stored rows concatenated (classes ascending), with each class's offset and size; cached."""
+        if self._flat_cache is None:
+            classes = sorted(c for c, t in self.storage_idx.items() if t.shape[0] > 0)
+            if classes:
+                idx = torch.cat([self.storage_idx[c] for c in classes])
+                logits = torch.cat([self.storage_logits[c] for c in classes])
+            else:
+                idx = logits = None
+            sizes = [int(self.storage_idx[c].shape[0]) for c in classes]
+            offsets = [0] + list(torch.tensor(sizes).cumsum(0)[:-1].tolist()) if sizes else []
+            self._flat_cache = (idx, logits, dict(zip(classes, offsets)), dict(zip(classes, sizes)))
+        return self._flat_cache
+
+    def _invalidate_storage_cache(self) -> None:
+        self._flat_cache = None
+
+    def replay_source(self) -> torch.Tensor:
+        """The memory replayed reads are rebuilt from: M_bar as published (= M after the last main step);
+        with the corrected reference M_bar (end of the previous task) the current M, detached."""
+        if self.switches.augmem_reg_ref_every_step:
+            return self.mem_bar
+        return self.model.memory.detach()
+
+    def reconstruct_read(self, idx: torch.Tensor) -> torch.Tensor:
+        """Flat read vectors (n, h*w*c) from stored slot indices (n, L) in (i, j, g, k) order.
+
+        K = 1: the stored slot of every key (the published reconstruction). K > 1, corrected: the mean of the K
+        stored slots. K > 1, published switch: the top-1 slot only; the published code itself reshaped the
+        K-times-longer vector into K times more samples and then failed on the label count in the CE, so there is
+        no run of it to reproduce.
+        """
+        n = idx.shape[0]
+        mem = self.replay_source()
+        h, w = self.spatial
+        idx = idx.long().reshape(n, h, w, self.model.n_groups, self.top_k)
+        if self.top_k == 1 or self.switches.augmem_top1_only_replay:
+            vec = mem[idx[..., 0]]  # (n, h, w, G, F): the top-1 slot of every key
+        else:
+            vec = mem[idx].mean(dim=4)  # corrected K > 1: the mean of the K stored slots
+        return vec.reshape(n, -1)
+
+    def replay_batch(self, y: torch.Tensor):
+        """(flat reads, labels, stored logits) of one class-balanced replay batch for the labels ``y``, or None.
+
+        R = active classes (ascending) absent from ``y`` with storage; reps = ceil(|y| / |R|); for each rep and each
+        class of R one stored row drawn uniformly with Python ``random.randint`` (the published draw order).
+        """
+        idx_all, logits_all, offsets, sizes = self._flat_storage()
+        present = set(y.tolist())
+        classes = [c for c in self.active if c not in present and c in offsets]
+        if not classes:
+            return None
+        reps = math.ceil(len(y) / len(classes))
+        draws = [offsets[c] + random.randint(0, sizes[c] - 1) for _ in range(reps) for c in classes]
+        rows = torch.as_tensor(draws, dtype=torch.long, device=idx_all.device)
+        labels = torch.as_tensor(classes * reps, dtype=torch.long, device=self.device)
+        return self.reconstruct_read(idx_all[rows]), labels, logits_all[rows]
+
+    def replay_loss(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        batch = self.replay_batch(y)
+        if batch is None:
+            return None
+        read, labels, stored = batch
+        o = self.forward_attonly(read)
+        a = self.active_index
+        ce = F.cross_entropy(o[:, a], labels)
+        if self.switches.augmem_bce_direct_student:
+            bce = self._bce(stored, o)  # published argument order: a constant input, hence no gradient
+        else:
+            bce = self._bce(o, stored)  # the replay output is distilled towards the stored logits
+        coef = float(self.hp["replay_coef"])
+        terms = {"replay_ce": coef * ce, "replay_bce": coef * float(self.hp["logit_coef"]) * bce}
+        return terms["replay_ce"] + terms["replay_bce"], terms
+
+    def replay_step(self, y: torch.Tensor) -> bool:
+        """One replay step (``criterion_replay``); False when there is nothing to replay."""
+        res = self.replay_loss(y)
+        if res is None:
+            return False
+        loss, terms = res
+        self._zero_grad()
+        loss.backward()
+        self._clamp_and_step()
+        self.n_replay_steps += 1
+        self.step_log.append({"kind": "replay", **{k: v.detach() for k, v in terms.items()}})
+        return True
+
+    # ----------------------------------------------------------------------------------------------------- training
+    def learn_stream(self, loader, task: int, epoch: int, last_epoch: bool) -> None:
+        """One epoch over the stream (spec 6.4): main step (+ replay for task > 0) per batch, storage update after."""
+        if not self.active:
+            raise ValueError("set_active() must be called before learn_stream()")
+        if task != self.task:
+            self.task = int(task)
+            if not self.switches.augmem_reg_ref_every_step:
+                # corrected: the regulariser protects the memory as it was at the end of the previous task
+                self.mem_bar = self.model.memory.detach().clone()
+                self.reg_ref_valid = self.task > 0
+        self.step_log = []
+        self.n_main_steps = self.n_replay_steps = 0
+        self._train_mode()
+        for x, y in loader:
+            x, y = x.to(self.device), y.to(self.device)
+            self.main_step(x, y)
+            if task > 0:
+                for _ in range(int(self.hp["replay_times"])):
+                    self.replay_step(y)
+        if self.hp.get("herding_mode", False):
+            self.update_storage_herding(loader)
+        else:
+            self.update_storage(loader)
+        if task != 0 and self.switches.augmem_hardcoded_lr:
+            for g in self.optimizer.param_groups:
+                g["lr"] = HARDCODED_LR
+        self._train_mode()
+
+    # ----------------------------------------------------------------------------------------------------- storage
+    def _per_class(self) -> int:
+        return self.capacity // len(self.active)
+
+    @torch.no_grad()
+    def _eval_batches(self, loader, with_read: bool = False):
+        """Yield (labels, top-K indices (B, L), direct logits (B, C), read (B, c, h, w) or None) in eval mode.
+
+        The memory path H(read) is not needed here (eval mode: no dropout, so skipping it changes nothing)."""
+        self.model.eval()
+        for x, y in loader:
+            x, y = x.to(self.device), y.to(self.device)
+            e = self.front_forward(x)
+            self.spatial = (int(e.shape[2]), int(e.shape[3]))
+            att = self.model.attention(e)
+            direct = self.model.back(e)
+            idx = self.top_slots(att).reshape(x.shape[0], -1).to(self.index_dtype)
+            yield y, idx, direct.float(), (self.model.read(att) if with_read else None)
+
+    def _after_storage_update(self) -> None:
+        """Cumulative used-slot list, M_bar refresh (published), cache invalidation."""
+        self._invalidate_storage_cache()
+        stored = [t.reshape(-1) for t in self.storage_idx.values() if t.numel()]
+        if stored:
+            self.used[torch.cat(stored).long()] = 1.0
+        if self.switches.augmem_reg_ref_every_step:
+            self.mem_bar = self.model.memory.detach().clone()
+
+    def _trim_all(self, per_class: int, keep_last: bool) -> None:
+        for c in list(self.storage_idx):
+            n = self.storage_idx[c].shape[0]
+            sl = slice(max(n - per_class, 0), n) if keep_last else slice(0, per_class)
+            self.storage_idx[c] = self.storage_idx[c][sl]
+            self.storage_logits[c] = self.storage_logits[c][sl]
+
+    def update_storage(self, loader) -> None:
+        """``updateStorage_epoch``: per class in A, every 5th of its samples within each batch, FIFO keep-last."""
+        per_class = self._per_class()
+        classes = self.active_index
+        new_idx: dict[int, list[torch.Tensor]] = {c: [] for c in self.active}
+        new_log: dict[int, list[torch.Tensor]] = {c: [] for c in self.active}
+        for y, idx, direct, _ in self._eval_batches(loader):
+            member = y.view(-1, 1) == classes.view(1, -1)  # (B, |A|)
+            rank = member.long().cumsum(0) - 1  # position of each sample among its class's samples in this batch
+            keep = member & (rank % STORE_EVERY == 0)
+            for j, c in enumerate(self.active):
+                rows = keep[:, j].nonzero().squeeze(1)
+                if rows.numel() == 0:
+                    continue
+                kept_i = torch.cat(new_idx[c] + [idx[rows]])
+                kept_l = torch.cat(new_log[c] + [direct[rows]])
+                start = max(kept_i.shape[0] - per_class, 0)
+                new_idx[c], new_log[c] = [kept_i[start:]], [kept_l[start:]]
+        for c in self.active:
+            if new_idx[c] and new_idx[c][0].shape[0] > 0:
+                self.storage_idx[c], self.storage_logits[c] = new_idx[c][0], new_log[c][0]
+        if not self.switches.augmem_untrimmed_storage:
+            self._trim_all(per_class, keep_last=True)
+        self._after_storage_update()
+
+    def update_storage_herding(self, loader) -> None:
+        """``update_HERDING_Storage_epoch``: herding (no repeats) on L2-normalised read vectors of every sample."""
+        per_class = self._per_class()
+        ys, idxs, logits, reads = [], [], [], []
+        for y, idx, direct, read in self._eval_batches(loader, with_read=True):
+            ys.append(y)
+            idxs.append(idx)
+            logits.append(direct)
+            reads.append(read.reshape(read.shape[0], -1).float())
+        if not ys:
+            return
+        y, idx, logit, feat = torch.cat(ys), torch.cat(idxs), torch.cat(logits), torch.cat(reads)
+        feat = feat / feat.norm(dim=1, keepdim=True)
+        for c in torch.unique(y).tolist():  # ascending
+            rows = (y == c).nonzero().squeeze(1)
+            chosen = herding_select(feat[rows], per_class, self.switches.herding_frobenius_norm)
+            if chosen.numel():
+                self.storage_idx[c] = idx[rows[chosen]]
+                self.storage_logits[c] = logit[rows[chosen]]
+        # every active class is truncated to per_class (the published code raises KeyError for an active class
+        # without storage; such classes are skipped here)
+        self._trim_all(per_class, keep_last=False)
+        self._after_storage_update()
+
+    # ----------------------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.model.eval()
+        direct, out, _, _ = self.forward_all(x.to(self.device))
+        a = self.active_index
+        return {"mem": a[out[:, a].argmax(1)], "direct": a[direct[:, a].argmax(1)]}
+
+    def output_paths(self) -> list[str]:
+        return ["mem", "direct"]
+
+    @torch.no_grad()
+    def visualization(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"top_slots": (n, h, w, G) int32}: the most attended slot of every location and group."""
+        self.model.eval()
+        _, _, att, _ = self.forward_all(x.to(self.device))
+        return {"top_slots": self.top_slots(att, 1)[..., 0].to(torch.int32).cpu()}
+
+    def memory_matrix(self) -> torch.Tensor:
+        return self.model.memory.detach().float().cpu().clone()
+
+    def slot_usage(self) -> torch.Tensor:
+        """(C, S) int64: how many stored indices (all samples, locations, groups) of each class point to each slot."""
+        usage = torch.zeros(self.n_class, self.n_slots, dtype=torch.int64)
+        for c, t in self.storage_idx.items():
+            if t.numel():
+                usage[c] = torch.bincount(t.reshape(-1).long().cpu(), minlength=self.n_slots)
+        return usage
+
+    def memory_bytes(self) -> dict[str, int]:
+        return {
+            "slot_indices": n_params_bytes(self.storage_idx.values()),
+            "logits": n_params_bytes(self.storage_logits.values()),
+            "memory_matrix": self.n_slots * self.n_feat * 4,
+        }
+
+    # ----------------------------------------------------------------------------------------------------- state
+    def snapshot_weights(self) -> dict[str, torch.Tensor]:
+        """Keep-best restores the network only (``agent.net.model``): not the memory M (spec 5.1, 12.12)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items() if k != "memory"}
+
+    def restore_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if unexpected or set(missing) - {"memory"}:
+            raise ValueError(f"weights do not match the AugMem network (missing {missing}, unexpected {unexpected})")
+
+    def extra_state(self) -> dict[str, Any]:
+        classes = sorted(self.storage_idx)
+        return {
+            "mem_bar": self.mem_bar.detach().cpu().clone(),
+            "used": self.used.detach().cpu().clone(),
+            "storage_classes": classes,
+            "storage_idx": [self.storage_idx[c].cpu().clone() for c in classes],
+            "storage_logits": [self.storage_logits[c].cpu().clone() for c in classes],
+            "lr": [float(g["lr"]) for g in self.optimizer.param_groups],
+            "task": int(self.task),
+            "reg_ref_valid": bool(self.reg_ref_valid),
+            "spatial": list(self.spatial) if self.spatial is not None else [],
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.mem_bar = state["mem_bar"].to(self.device).clone()
+        self.used = state["used"].to(self.device).clone()
+        classes = [int(c) for c in state["storage_classes"]]
+        self.storage_idx = {c: t.to(self.device).clone() for c, t in zip(classes, state["storage_idx"])}
+        self.storage_logits = {c: t.to(self.device).clone() for c, t in zip(classes, state["storage_logits"])}
+        for g, lr in zip(self.optimizer.param_groups, state["lr"]):
+            g["lr"] = float(lr)
+        self.task = int(state["task"])
+        self.reg_ref_valid = bool(state["reg_ref_valid"])
+        self.spatial = tuple(int(v) for v in state["spatial"]) if state["spatial"] else None
+        self._invalidate_storage_cache()
+
+
+def herding_select(feat: torch.Tensor, n: int, frobenius: bool) -> torch.Tensor:
+    """Herding without repeats (AugMem's variant): indices of up to ``n`` rows of ``feat`` in selection order.
+
+    The class mean mu is L2-normalised; at step k every candidate mean (phi_i + sum of selected)/(k + 1) is
+    normalised — published: by the Frobenius norm of the whole candidate matrix (``frobenius``); corrected: each row
+    by its own norm — and the closest candidate to mu not chosen yet is taken.
+    """
+    m = feat.shape[0]
+    mu = feat.mean(0)
+    mu = mu / mu.norm()
+    chosen: list[int] = []
+    taken = torch.zeros(m, dtype=torch.bool, device=feat.device)
+    total = torch.zeros_like(mu)
+    for k in range(min(n, m)):
+        cand = (feat + total) / (k + 1)
+        cand = cand / (cand.norm() if frobenius else cand.norm(dim=1, keepdim=True))
+        dist = (mu - cand).norm(dim=1).masked_fill(taken, math.inf)
+        i = int(dist.argmin())
+        chosen.append(i)
+        taken[i] = True
+        total = total + feat[i]
+    return torch.as_tensor(chosen, dtype=torch.long, device=feat.device)

@@ -1,0 +1,225 @@
+"""The results table: average accuracy per agent (rows) and dataset x scenario (x fidelity) (columns).
+
+Cells read "mean ± SEM (n)" of the average accuracy over tasks (summary columns ``avg_mean``, ``avg_sem``,
+``n_runs``). When the summary holds both fidelities (reference and corrected), each dataset x scenario gets one
+column per fidelity, side by side; imported rows (fidelity ``published``) are shown in every fidelity column of
+their dataset x scenario. The best mean of each column is marked (bold in Markdown and LaTeX, ``best`` in the CSV);
+the bounds (lower_bound, upper_bound) are not candidates, since they are references rather than methods. The
+caption names the run filter.
+
+The CSV form holds the numbers: a ``# caption`` comment line, then one row per agent with ``agent``, ``label``,
+``imported`` and, per column ``C`` (``dataset/scenario[/fidelity]``), ``C|mean``, ``C|sem``, ``C|n``, ``C|best``.
+``read_table_csv`` reads it back and ``to_markdown`` renders it, so CSV -> Markdown gives the same numbers.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from augmem.io import InputError
+from augmem.results.aggregate import IMPORTED_FIDELITY
+from augmem.results.style import BOUNDS, agent_label, is_imported, sort_agents
+
+STATS = ("mean", "sem", "n", "best")
+
+
+@dataclass
+class ResultsTable:
+    """Agents x columns of mean, SEM, n and best flags, with a caption."""
+
+    agents: list[str]
+    columns: list[str]  # "dataset/scenario" or "dataset/scenario/fidelity"
+    mean: pd.DataFrame
+    sem: pd.DataFrame
+    n: pd.DataFrame
+    best: pd.DataFrame
+    caption: str
+    labels: dict = field(default_factory=dict)
+
+
+def _fidelity_order(fidelities) -> list[str]:
+    """reference, corrected, then any other fidelity alphabetically."""
+    rank = {"reference": 0, "corrected": 1}
+    return sorted({str(f) for f in fidelities}, key=lambda f: (rank.get(f, 2), f))
+
+
+def _column_keys(summary: pd.DataFrame) -> tuple[list[str], bool]:
+    own = summary[~summary["imported"].astype(bool)]
+    fidelities = _fidelity_order(own["fidelity"].dropna().unique())
+    by_fidelity = len(fidelities) > 1
+    keys = []
+    pairs = summary[["dataset", "scenario"]].drop_duplicates().sort_values(["dataset", "scenario"])
+    for dataset, scenario in pairs.itertuples(index=False):
+        if by_fidelity:
+            keys.extend(f"{dataset}/{scenario}/{f}" for f in fidelities)
+        else:
+            keys.append(f"{dataset}/{scenario}")
+    return keys, by_fidelity
+
+
+def build_table(summary: pd.DataFrame, exclude_from_best=BOUNDS) -> ResultsTable:
+    """ResultsTable of the average accuracy from a summary (``aggregate.summarise`` / summary.csv)."""
+    if summary.empty:
+        raise InputError("summary is empty: no results to tabulate")
+    columns, by_fidelity = _column_keys(summary)
+    own_fids = _fidelity_order(summary.loc[~summary["imported"].astype(bool), "fidelity"].dropna().unique())
+    agents = sort_agents(summary["agent"])
+    mean = pd.DataFrame(np.nan, index=agents, columns=columns)
+    sem = mean.copy()
+    n = pd.DataFrame(0, index=agents, columns=columns, dtype=int)
+    present = pd.DataFrame(False, index=agents, columns=columns)
+    for r in summary.itertuples(index=False):
+        if by_fidelity:
+            fids = own_fids if r.fidelity == IMPORTED_FIDELITY else [r.fidelity]
+            cols = [f"{r.dataset}/{r.scenario}/{f}" for f in fids]
+        else:
+            cols = [f"{r.dataset}/{r.scenario}"]
+        for c in cols:
+            if present.loc[r.agent, c]:
+                raise InputError(f"summary has two rows for agent {r.agent!r} in column {c!r}")
+            present.loc[r.agent, c] = True
+            mean.loc[r.agent, c] = r.avg_mean
+            sem.loc[r.agent, c] = r.avg_sem
+            n.loc[r.agent, c] = int(r.n_runs)
+    best = pd.DataFrame(False, index=agents, columns=columns)
+    candidates = [a for a in agents if a not in set(exclude_from_best)]
+    for c in columns:
+        col = mean.loc[candidates, c].dropna()
+        if not col.empty:
+            best.loc[col.index[np.isclose(col.to_numpy(), col.max(), rtol=0, atol=1e-9)], c] = True
+    filters = sorted(summary.loc[~summary["imported"].astype(bool), "run_filter"].dropna().unique().tolist()) \
+        or sorted(summary["run_filter"].dropna().unique().tolist())
+    caption = ("Average accuracy over tasks (%), mean ± SEM over runs (n runs); per run the mean over tasks of the "
+               "accuracy on all seen classes. Bold: best per column (bounds excluded). Run filter: "
+               + "; ".join(filters) + ".")
+    return ResultsTable(agents, columns, mean, sem, n, best, caption, {a: agent_label(a) for a in agents})
+
+
+def _fmt(mean: float, sem: float, n: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return f"— ({n})" if n else "—"
+    sem_txt = "—" if sem is None or math.isnan(sem) else f"{sem:.1f}"
+    return f"{mean:.1f} ± {sem_txt} ({n})"
+
+
+def _header(col: str) -> str:
+    return " ".join(col.split("/")[:2]) + (f" ({col.split('/')[2]})" if col.count("/") == 2 else "")
+
+
+def to_markdown(table: ResultsTable) -> str:
+    """Markdown table (best per column in bold) followed by the caption line."""
+    head = ["Agent"] + [_header(c) for c in table.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + [":---:"] * len(table.columns)) + "|"]
+    for a in table.agents:
+        cells = [table.labels.get(a, agent_label(a))]
+        for c in table.columns:
+            text = _fmt(table.mean.loc[a, c], table.sem.loc[a, c], int(table.n.loc[a, c]))
+            cells.append(f"**{text}**" if table.best.loc[a, c] else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + table.caption + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+        "±": r"$\pm$", "β": r"$\beta$", "—": "---"}
+
+
+def _tex(text: str) -> str:
+    """Escape LaTeX special characters."""
+    return "".join(_TEX.get(ch, ch) for ch in str(text))
+
+
+def to_latex(table: ResultsTable) -> str:
+    """LaTeX tabular (booktabs) with grouped dataset / scenario (/ fidelity) headers and the caption."""
+    parts = [c.split("/") for c in table.columns]
+    depth = len(parts[0]) if parts else 2
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "c" * len(parts) + "}",
+             r"\toprule"]
+    for level in range(depth):
+        cells, i = ["Agent" if level == depth - 1 else ""], 0
+        rules = []
+        while i < len(parts):
+            j = i
+            while j < len(parts) and parts[j][: level + 1] == parts[i][: level + 1]:
+                j += 1
+            span = j - i
+            name = _tex(parts[i][level])
+            cells.append(name if span == 1 else rf"\multicolumn{{{span}}}{{c}}{{{name}}}")
+            if level < depth - 1:
+                rules.append(rf"\cmidrule(lr){{{i + 2}-{j + 1}}}")
+            i = j
+        lines.append(" & ".join(cells) + r" \\")
+        if rules:
+            lines.append(" ".join(rules))
+    lines.append(r"\midrule")
+    for a in table.agents:
+        cells = [_tex(table.labels.get(a, agent_label(a)))]
+        for c in table.columns:
+            m, s, n = table.mean.loc[a, c], table.sem.loc[a, c], int(table.n.loc[a, c])
+            if isinstance(m, float) and math.isnan(m):
+                cells.append("--")
+                continue
+            s_txt = "--" if math.isnan(s) else f"{s:.1f}"
+            text = f"{m:.1f} $\\pm$ {s_txt} ({n})"
+            cells.append(rf"\textbf{{{text}}}" if table.best.loc[a, c] else text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(table.caption)}}}", r"\label{tab:results}",
+              r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv_text(table: ResultsTable) -> str:
+    """The CSV form (see the module docstring); floats are written exactly (repr), so reading back is lossless."""
+    data = {"agent": table.agents, "label": [table.labels.get(a, agent_label(a)) for a in table.agents],
+            "imported": [is_imported(a) for a in table.agents]}
+    for c in table.columns:
+        data[f"{c}|mean"] = table.mean[c].to_numpy()
+        data[f"{c}|sem"] = table.sem[c].to_numpy()
+        data[f"{c}|n"] = table.n[c].to_numpy()
+        data[f"{c}|best"] = table.best[c].to_numpy()
+    buf = io.StringIO()
+    buf.write("# " + table.caption.replace("\n", " ") + "\n")
+    pd.DataFrame(data).to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def read_table_csv(path: str | Path) -> ResultsTable:
+    """Read the CSV form back into a ResultsTable (InputError naming the file when it is malformed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    text = path.read_text()
+    first, _, rest = text.partition("\n")
+    if not first.startswith("# "):
+        raise InputError(f"{path}: line 1 must be the '# caption' line")
+    df = pd.read_csv(io.StringIO(rest), dtype={"agent": str, "label": str})
+    if "agent" not in df.columns:
+        raise InputError(f"{path}: missing column 'agent'")
+    columns = []
+    for col in df.columns:
+        if "|" in col:
+            base, stat = col.rsplit("|", 1)
+            if stat not in STATS:
+                raise InputError(f"{path}: unknown statistic in column {col!r}")
+            if base not in columns:
+                columns.append(base)
+    for c in columns:
+        for stat in STATS:
+            if f"{c}|{stat}" not in df.columns:
+                raise InputError(f"{path}: column {c!r} lacks {c}|{stat}")
+    agents = df["agent"].tolist()
+
+    def block(stat, dtype):
+        out = pd.DataFrame({c: df[f"{c}|{stat}"].to_numpy() for c in columns}, index=agents)
+        return out.astype(dtype)
+
+    best = pd.DataFrame({c: df[f"{c}|best"].map(lambda v: str(v).strip().lower() == "true").to_numpy()
+                         for c in columns}, index=agents)
+    labels = dict(zip(agents, df["label"])) if "label" in df.columns else {}
+    return ResultsTable(agents, columns, block("mean", float), block("sem", float), block("n", int), best,
+                        first[2:], labels)
