@@ -54,6 +54,10 @@ class TrainSwitches:
     """12.21: GEM's task memory is never filled, so it trains exactly like NormalNN. Corrected: the GEM QP projection
     over per-task memories."""
 
+    agem_full_memory_reference: bool = True
+    """12.25: A-GEM's reference gradient is recomputed over the *entire* memory at every step (slow). Corrected: one
+    random memory batch per step, as the A-GEM paper does."""
+
     # --- iCaRL (spec 6.3, 12.22) ---
     icarl_class_score_features: bool = True
     """12.22: the 'features' for exemplars and nearest-mean classification are the C pooled class scores. Corrected:
