@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: venv demo test test-fast bench lint clean-demo
+.PHONY: venv demo test test-fast bench lint clean-demo dvc.yaml dvc-repro
 
 venv: $(STAMP)
 
@@ -32,8 +32,16 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
+# dvc.yaml is generated from the Snakemake DAG (workflow/scripts/make_dvc.py); regenerate after changing rules/params.
+dvc.yaml: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) workflow/scripts/make_dvc.py
+
+dvc-repro: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
 lint: $(STAMP)
 	$(SNAKEMAKE) --lint
 
 clean-demo:
-	rm -rf data/raw/demo data/interim/demo_* results/demo_*
+	rm -rf data/raw/*_demo data/interim/*_demo results/*_demo results/tables results/figures results/table.* \
+	    results/metrics.json results/report.html logs

@@ -91,10 +91,10 @@ def dvc_stage(job: dict) -> dict:
     outs = []
     metrics, plots = [], []
     for out in job["outs"]:
+        if out in ("results/metrics.json", "results/tables/per_task_plot.csv"):
+            continue  # declared below as DVC metrics / plots
         if job["rule"] in IMAGE_FOLDER_RULES and not out.endswith(".csv"):
             outs.append({out: {"cache": False}})
-        elif out == "results/tables/summary.csv":
-            outs.append(out)
         else:
             outs.append(out)
     if job["rule"] == "aggregate":
