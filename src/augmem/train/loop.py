@@ -1,0 +1,398 @@
+"""The stream-learning loop (spec 5.1): tasks in order, epochs over the task filelist in stream order, evaluation
+after every epoch, keep-best, per-task accuracy matrix, timings, checkpoints, and the per-run outputs
+(``metrics.json``, optional ``viz.npz``; format in the project's metrics contract).
+
+The loop talks to agents only through :class:`augmem.agents.base.Agent`'s interface. Accuracies are computed here
+from the per-sample predictions of ``agent.predict(x)`` (one pass over the active test subset per evaluation), so
+every number of one evaluation (all seen classes, first-task classes, accuracy-matrix row) comes from the same pass.
+
+Definitions used in the outputs:
+* ``labels`` of task t: the labels of the task's filelist (for offline agents, of the cumulative offline task);
+* ``active`` after task t: the sorted union of the labels of tasks 0..t (spec 5.1 step 2);
+* ``acc_matrix[i][j]``: accuracy on the test images whose label is among task j's labels, after task i (j <= i).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from augmem.data.datasets import IMAGENET_MEAN, IMAGENET_STD, FilelistDataset, check_filelists, study_transform
+from augmem.io import InputError, atomic_path, write_json
+from augmem.train.checkpoint import file_digest, fingerprint, load_checkpoint, remove_checkpoint, save_checkpoint
+from augmem.train.seeding import rng_state, set_rng_state
+
+VAL_FRACTION = 0.25
+
+
+# ---------------------------------------------------------------------------------------------------------- helpers
+def task_label_lists(train: dict[int, list[tuple[str, int]]]) -> list[list[int]]:
+    """Unique labels of every task, in order of first appearance."""
+    return [list(dict.fromkeys(lab for _, lab in train[t])) for t in sorted(train)]
+
+
+def active_nodes(labels: list[list[int]]) -> list[list[int]]:
+    """Spec 5.1 step 2: the labels of task t extended with those of the earlier tasks, ascending."""
+    out, seen = [], set()
+    for labs in labels:
+        seen |= set(labs)
+        out.append(sorted(seen))
+    return out
+
+
+def accuracy(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Top-1 accuracy in %; NaN when nothing is evaluated."""
+    if mask is not None:
+        pred, y = pred[mask], y[mask]
+    if len(y) == 0:
+        return math.nan
+    return 100.0 * float((pred == y).sum()) / len(y)
+
+
+def to_json_safe(obj: Any) -> Any:
+    """NaN/inf -> None, tuples -> lists, numpy/torch scalars -> Python, Paths -> str (recursively)."""
+    if isinstance(obj, dict):
+        return {str(k): to_json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json_safe(v) for v in obj]
+    if isinstance(obj, (bool, type(None), str)):
+        return obj
+    if isinstance(obj, (np.generic, torch.Tensor)) and getattr(obj, "ndim", 0) == 0:
+        obj = obj.item()
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def make_loader(dataset, batch_size: int, n_workers: int, device: torch.device):
+    """The stream loader of spec 4: filelist order (no shuffling), rebuilt by the caller for every epoch."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers,
+                                       pin_memory=(device.type == "cuda"))
+
+
+@dataclasses.dataclass
+class Predictions:
+    """Labels and per-path predicted labels of one evaluation pass."""
+
+    y: torch.Tensor
+    pred: dict[str, torch.Tensor]
+
+
+def predict_subset(agent, dataset, indices: list[int], batch_size: int, n_workers: int) -> Predictions:
+    """One pass of ``agent.predict`` over ``dataset[indices]`` (in that order)."""
+    paths = agent.output_paths()
+    ys, preds = [], {p: [] for p in paths}
+    if indices:
+        loader = make_loader(torch.utils.data.Subset(dataset, indices), batch_size, n_workers, agent.device)
+        for x, y in loader:
+            out = agent.predict(x.to(agent.device))
+            missing = set(paths) - set(out)
+            if missing:
+                raise RuntimeError(f"agent {agent.name}: predict() lacks output path(s) {sorted(missing)}")
+            for p in paths:
+                preds[p].append(out[p].detach().to("cpu", torch.long))
+            ys.append(torch.as_tensor(y).to(torch.long))
+    empty = torch.zeros(0, dtype=torch.long)
+    return Predictions(y=torch.cat(ys) if ys else empty,
+                       pred={p: (torch.cat(v) if v else empty) for p, v in preds.items()})
+
+
+def split_test(n_test: int, seed: int) -> tuple[list[int], list[int]]:
+    """(test indices, validation indices): a seeded 75/25 split of the test set, each kept in filelist order."""
+    perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(int(seed))).tolist()
+    n_val = int(round(VAL_FRACTION * n_test))
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+# ---------------------------------------------------------------------------------------------------------- viz
+def _denormalise(x: torch.Tensor) -> np.ndarray:
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    img = (x.float().cpu() * std + mean).clamp(0, 1)
+    return (img * 255).round().to(torch.uint8).numpy()
+
+
+@torch.no_grad()
+def visualization_arrays(agent, dataset, test_idx: list[int], test_labels: list[int], preds: Predictions,
+                         t: int, hp: dict, batch_size: int, n_workers: int) -> dict[str, np.ndarray]:
+    """The ``task{t}_*`` arrays of viz.npz (see the metrics contract)."""
+    active = list(agent.active)
+    per_class = int(hp.get("viz_per_class", 50))
+    n_images = int(hp.get("viz_images_per_class", 4))
+    pos = {lab: k for k, lab in enumerate(active)}
+    counts: dict[int, int] = {}
+    chosen = []
+    for i in test_idx:
+        lab = test_labels[i]
+        if lab in pos and counts.get(lab, 0) < per_class:
+            counts[lab] = counts.get(lab, 0) + 1
+            chosen.append(i)
+    out: dict[str, np.ndarray] = {}
+    logits, pred, top_slots, images, image_index = [], [], [], [], []
+    shown: dict[int, int] = {}
+    has_viz = callable(getattr(agent, "visualization", None))
+    primary = agent.primary_path
+    row = 0
+    if chosen:
+        loader = make_loader(torch.utils.data.Subset(dataset, chosen), batch_size, n_workers, agent.device)
+        for x, y in loader:
+            xd = x.to(agent.device)
+            pred.append(agent.predict(xd)[primary].cpu())
+            extra = agent.visualization(xd) if has_viz else {}
+            if "logits" in extra:
+                lg = extra["logits"]
+            else:
+                agent.model.eval()
+                lg = agent.forward(xd)
+            logits.append(lg.detach().float().cpu())
+            if "top_slots" in extra:
+                top_slots.append(extra["top_slots"].detach().cpu().to(torch.int32))
+            image_like = x.dim() == 4 and x.shape[1] == 3 and not getattr(agent, "_inputs_are_features", False)
+            for k, lab in enumerate(torch.as_tensor(y).tolist()):
+                if has_viz and image_like and shown.get(lab, 0) < n_images:
+                    shown[lab] = shown.get(lab, 0) + 1
+                    images.append(_denormalise(x[k : k + 1]))
+                    image_index.append(row)
+                row += 1
+    n_class = agent.n_class
+    out[f"task{t}_labels"] = np.asarray([test_labels[i] for i in chosen], dtype=np.int64)
+    out[f"task{t}_logits"] = (torch.cat(logits).numpy().astype(np.float32) if logits
+                              else np.zeros((0, n_class), np.float32))
+    out[f"task{t}_pred"] = torch.cat(pred).numpy().astype(np.int64) if pred else np.zeros(0, np.int64)
+    conf = np.zeros((len(active), len(active)), dtype=np.int64)
+    for yt, yp in zip(preds.y.tolist(), preds.pred[primary].tolist()):
+        if yt in pos and yp in pos:
+            conf[pos[yt], pos[yp]] += 1
+    out[f"task{t}_confusion"] = conf
+    if has_viz:
+        if callable(getattr(agent, "memory_matrix", None)):
+            out[f"task{t}_memory"] = agent.memory_matrix().detach().cpu().float().numpy()
+        if top_slots:
+            out[f"task{t}_top_slots"] = torch.cat(top_slots).numpy()
+        if images:
+            out[f"task{t}_images"] = np.concatenate(images)
+            out[f"task{t}_image_index"] = np.asarray(image_index, dtype=np.int64)
+        if callable(getattr(agent, "slot_usage", None)):
+            out[f"task{t}_slot_usage"] = agent.slot_usage().detach().cpu().to(torch.int64).numpy()
+    return out
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:  # a file handle: np.savez would append ".npz" to a bare name
+            np.savez_compressed(fh, **arrays)
+
+
+# ---------------------------------------------------------------------------------------------------------- loop
+def _new_partial(paths: list[str], use_val: bool) -> dict[str, Any]:
+    per_path = lambda: {p: [] for p in paths}  # noqa: E731
+    partial = {
+        "tasks": [], "test_all": per_path(), "test_first": per_path(), "acc_matrix": per_path(),
+        "epochs": {"test_all": per_path(), "test_first": per_path()},
+        "timing": {"train_s": [], "eval_s": [], "train_images_per_s": []}, "elapsed_s": 0.0,
+    }
+    partial["val_all"] = per_path() if use_val else None
+    if use_val:
+        partial["epochs"]["val_all"] = per_path()
+    return partial
+
+
+def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str | Path, *, hp: dict[str, Any],
+               switches, meta: dict[str, Any], seed: int, dataset_factory: Callable | None = None,
+               class_names: dict[int, str] | None = None, stop_after_task: int | None = None,
+               log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Train ``agent`` on one run's task stream and write ``metrics.json`` (and ``viz.npz``) into ``out_dir``.
+
+    ``run_dir`` holds ``stream/`` and ``offline/``; offline agents read ``offline/``. ``dataset_factory(filelist)``
+    builds a dataset with a ``targets`` list (default: :class:`FilelistDataset` with the study transform at
+    ``hp["image_size"]``). Resumes from ``<out_dir>/checkpoint.pt`` when its fingerprint matches. With
+    ``stop_after_task=t`` it stops (returning None) right after task t's checkpoint, as a killed job would.
+    Returns the metrics dict.
+    """
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mode = "offline" if agent.offline else "stream"
+    files = check_filelists(run_dir, mode, agent.n_class, image_root)
+    if dataset_factory is None:
+        transform = study_transform(int(hp.get("image_size", 224)))
+        dataset_factory = lambda fl: FilelistDataset(fl, image_root, transform)  # noqa: E731
+
+    n_tasks = len(files.tasks)
+    labels = task_label_lists(files.train)
+    active = active_nodes(labels)
+    batch_size = int(hp.get("batch_size", 100))
+    n_workers = int(hp.get("n_workers", 1))
+    n_epoch = int(hp.get("n_epoch", 1))
+    n_epoch_first = hp.get("n_epoch_first_task")
+    n_epoch_first = None if n_epoch_first is None else int(n_epoch_first)
+    if n_epoch < 1 or (n_epoch_first is not None and n_epoch_first < 1):
+        raise InputError(f"n_epoch ({n_epoch}) and n_epoch_first_task ({n_epoch_first}) must be >= 1")
+    keep_best_all = bool(hp.get("keep_best_net_all_tasks", False))
+    keep_best_first = bool(hp.get("keep_best_task1_net", False))
+    keep_best_possible = n_epoch_first is not None and n_epoch_first > 1
+
+    def keep_best_for(t: int) -> bool:  # spec 5.1 step 4 (n_epoch_first_task > 1 gates every task)
+        return (keep_best_all or (keep_best_first and t == 0)) and keep_best_possible
+
+    paths = agent.output_paths()
+    primary = agent.primary_path
+    select_path = "direct" if hp.get("best_net_direct", False) and "direct" in paths else primary
+    use_val = (not switches.keep_best_on_test) and any(keep_best_for(t) for t in range(n_tasks))
+
+    test_ds = dataset_factory(files.test_file)
+    test_labels = [int(v) for v in test_ds.targets]
+    if use_val:
+        test_idx, val_idx = split_test(len(test_ds), seed)
+    else:
+        test_idx, val_idx = list(range(len(test_ds))), []
+
+    meta = dict(meta)
+    meta.setdefault("device", str(agent.device))
+    meta.setdefault("torch", torch.__version__)
+    meta.setdefault("image_size", int(hp.get("image_size", 224)))
+    meta.setdefault("inputs", "pixels")
+    meta.setdefault("seed", int(seed))
+    meta.setdefault("n_class", agent.n_class)
+    meta.setdefault("impl", type(agent).__name__)
+    switches_d = dataclasses.asdict(switches)
+    inputs = {p.name: file_digest(p) for p in [files.folder / "train_all.txt", files.test_file,
+                                                 *files.task_files.values()]}
+    fp = fingerprint({"meta": meta, "hp": hp, "switches": switches_d, "seed": int(seed), "mode": mode,
+                      "inputs": inputs, "image_root": str(Path(image_root).resolve())})
+
+    # resume or start over
+    state = load_checkpoint(out_dir, fp, log=log)
+    viz: dict[str, np.ndarray] = {}
+    if state is not None:
+        agent.load_checkpoint_state(state["agent"])
+        set_rng_state(state["rng"])
+        partial = state["partial"]
+        viz = {k: v.numpy() for k, v in state.get("viz", {}).items()}
+        first_task = int(state["next_task"])
+        log(f"resuming from {out_dir / 'checkpoint.pt'} at task {first_task + 1}/{n_tasks}")
+    else:
+        partial = _new_partial(paths, use_val)
+        first_task = 0
+    for stale in ("metrics.json", "viz.npz"):
+        if (out_dir / stale).exists():
+            (out_dir / stale).unlink()
+
+    for t in range(first_task, n_tasks):
+        agent.set_active(active[t])
+        train_ds = dataset_factory(files.task_files[t])
+        n_train = len(train_ds)
+        n_ep = n_epoch_first if (t == 0 and n_epoch_first is not None) else n_epoch
+        if n_train == 0:
+            n_ep = 0  # an empty task file (instance-scenario quirk): nothing to learn, still evaluated
+        keep_best = keep_best_for(t) and n_ep > 0
+        active_set = set(active[t])
+        t_idx = [i for i in test_idx if test_labels[i] in active_set]
+        v_idx = [i for i in val_idx if test_labels[i] in active_set]
+        first_labels = torch.as_tensor(labels[0] if labels else [], dtype=torch.long)
+
+        ep_vals: list[dict[str, dict[str, float]]] = []
+        ep_preds: list[Predictions] = []
+        train_s = eval_s = 0.0
+        best = None  # (score, epoch, weights)
+        for e in range(max(n_ep, 1)):
+            ep_train_s = 0.0
+            if n_ep > 0:
+                loader = make_loader(train_ds, batch_size, n_workers, agent.device)
+                t0 = time.perf_counter()
+                agent.learn_stream(loader, task=t, epoch=e, last_epoch=(e == n_ep - 1))
+                ep_train_s = time.perf_counter() - t0
+                train_s += ep_train_s
+            t0 = time.perf_counter()
+            pr = predict_subset(agent, test_ds, t_idx, batch_size, n_workers)
+            vals = {"test_all": {p: accuracy(pr.pred[p], pr.y) for p in paths},
+                    "test_first": {p: accuracy(pr.pred[p], pr.y, torch.isin(pr.y, first_labels)) for p in paths}}
+            if use_val:
+                vp = predict_subset(agent, test_ds, v_idx, batch_size, n_workers)
+                vals["val_all"] = {p: accuracy(vp.pred[p], vp.y) for p in paths}
+            eval_s += time.perf_counter() - t0
+            ep_vals.append(vals)
+            ep_preds.append(pr)
+            ips = n_train / ep_train_s if ep_train_s > 0 else math.nan
+            msg = (f"task {t + 1}/{n_tasks} epoch {e + 1}/{max(n_ep, 1)}: {n_train} images, {ips:.1f} img/s, "
+                   "test_all " + " ".join(f"{p}={vals['test_all'][p]:.1f}" for p in paths))
+            if use_val:
+                msg += " val_all " + " ".join(f"{p}={vals['val_all'][p]:.1f}" for p in paths)
+            log(msg)
+            if keep_best:
+                score = vals["test_all" if switches.keep_best_on_test else "val_all"][select_path]
+                score = -math.inf if math.isnan(score) else score
+                if best is None or score > best[0]:
+                    best = (score, e, agent.snapshot_weights())
+
+        if keep_best:
+            sel = best[1]
+            agent.restore_weights(best[2])
+            log(f"task {t + 1}/{n_tasks}: keep-best restored epoch {sel + 1}/{n_ep} "
+                f"({select_path} on {'test' if switches.keep_best_on_test else 'validation'})")
+        else:
+            sel = len(ep_vals) - 1
+        pr = ep_preds[sel]
+
+        # record the selected epoch's values
+        partial["tasks"].append({"task": t, "labels": sorted(labels[t]), "active": list(active[t]),
+                                 "n_train": n_train, "n_epoch": n_ep, "selected_epoch": sel if n_ep > 0 else None})
+        for p in paths:
+            partial["test_all"][p].append(ep_vals[sel]["test_all"][p])
+            partial["test_first"][p].append(ep_vals[sel]["test_first"][p])
+            if use_val:
+                partial["val_all"][p].append(ep_vals[sel]["val_all"][p])
+            row = [accuracy(pr.pred[p], pr.y, torch.isin(pr.y, torch.as_tensor(labels[j], dtype=torch.long)))
+                   if j <= t else None for j in range(n_tasks)]
+            partial["acc_matrix"][p].append(row)
+            for kind in partial["epochs"]:
+                partial["epochs"][kind][p].append([v[kind][p] for v in ep_vals])
+        partial["timing"]["train_s"].append(train_s)
+        partial["timing"]["eval_s"].append(eval_s)
+        partial["timing"]["train_images_per_s"].append(n_train * n_ep / train_s if train_s > 0 else math.nan)
+        log(f"task {t + 1}/{n_tasks} done: " + " ".join(
+            f"test_all {p}={partial['test_all'][p][-1]:.1f} test_first {p}={partial['test_first'][p][-1]:.1f}"
+            for p in paths))
+
+        if hp.get("visualize", False):
+            viz.update(visualization_arrays(agent, test_ds, test_idx, test_labels, pr, t, hp, batch_size, n_workers))
+
+        partial["elapsed_s"] = float(partial.get("elapsed_s", 0.0)) + (time.perf_counter() - t_start)
+        t_start = time.perf_counter()
+        save_checkpoint(out_dir, {
+            "fingerprint": fp, "next_task": t + 1, "agent": agent.checkpoint_state(), "rng": rng_state(),
+            "partial": partial, "viz": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in viz.items()},
+        })
+        if stop_after_task is not None and t == stop_after_task and t < n_tasks - 1:
+            log(f"stopping after task {t + 1}/{n_tasks} as requested (checkpoint kept)")
+            return None
+
+    # outputs
+    mem = {k: int(v) for k, v in agent.memory_bytes().items()}
+    total_s = float(partial.get("elapsed_s", 0.0)) + (time.perf_counter() - t_start)
+    metrics = {
+        "meta": meta, "hparams": hp, "switches": switches_d, "primary_path": primary, "paths": paths,
+        "tasks": partial["tasks"], "test_all": partial["test_all"], "test_first": partial["test_first"],
+        "val_all": partial["val_all"], "acc_matrix": partial["acc_matrix"], "epochs": partial["epochs"],
+        "timing": {**partial["timing"], "total_s": total_s},
+        "memory_bytes": mem, "memory_bytes_total": int(sum(mem.values())), "n_test": len(test_idx),
+    }
+    metrics = to_json_safe(metrics)
+    if hp.get("visualize", False):
+        viz["meta_json"] = np.asarray(json.dumps({
+            "n_tasks": n_tasks, "tasks": labels,
+            "class_names": {str(k): v for k, v in (class_names or {}).items()}}))
+        write_npz(out_dir / "viz.npz", viz)
+    write_json(out_dir / "metrics.json", metrics)
+    remove_checkpoint(out_dir)
+    return metrics

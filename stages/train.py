@@ -1,0 +1,111 @@
+"""Train one agent on one run's task stream: ``python -m stages.train --help``.
+
+One job = one (dataset, fidelity, scenario, agent, run), seeded with ``seed_base + run`` (the original seeded once
+per process and ran all runs in a row, so its run r depended on runs 0..r-1). Writes ``<out>/metrics.json`` (and
+``viz.npz`` when the hyperparameters ask for it); resumes from ``<out>/checkpoint.pt`` after a kill.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from augmem.io import InputError
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", required=True, help="dataset name (a key of params datasets)")
+    ap.add_argument("--scenario", required=True, help="iid, class_iid, instance or class_instance")
+    ap.add_argument("--agent", required=True, help="agent name (a key of params agents)")
+    ap.add_argument("--run", required=True, type=int, help="run number (selects run<R> filelists and the seed)")
+    ap.add_argument("--fidelity", required=True, choices=["reference", "corrected"])
+    ap.add_argument("--filelists", required=True, help="the run folder holding stream/ and offline/")
+    ap.add_argument("--image-root", required=True, help="folder the filelist image paths are relative to")
+    ap.add_argument("--out", required=True, help="output folder of this run")
+    ap.add_argument("--params-dir", default="params", help="folder of the params YAML files (default: params)")
+    ap.add_argument("--hparams", default=None,
+                    help='JSON with "impl", "n_class", optional "kind" and the hyperparameters; bypasses params/')
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--seed-base", type=int, default=0, help="seed = seed_base + run (default 0)")
+    ap.add_argument("--stop-after-task", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a kill
+    return ap.parse_args(argv)
+
+
+def resolve(args) -> tuple[str, int, str, dict]:
+    """(impl, n_class, kind, hp) from --hparams or from the params folder."""
+    if args.hparams is not None:
+        try:
+            hp = json.loads(args.hparams)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--hparams: not valid JSON ({exc})") from None
+        if not isinstance(hp, dict) or "impl" not in hp or "n_class" not in hp:
+            raise InputError('--hparams: expected a JSON object with at least "impl" and "n_class"')
+        impl = hp.pop("impl")
+        n_class = int(hp.pop("n_class"))
+        kind = hp.pop("kind", args.dataset)
+        return impl, n_class, kind, hp
+    from augmem.train.hparams import load_params, resolve_hparams
+
+    try:
+        params = load_params(args.params_dir)
+        impl, hp = resolve_hparams(params, args.dataset, args.agent, args.scenario)
+    except (FileNotFoundError, KeyError) as exc:
+        raise InputError(f"{args.params_dir}: {exc.args[0] if exc.args else exc}") from None
+    try:
+        ds = params["datasets"][args.dataset]
+        return impl, int(ds["n_class"]), ds["kind"], dict(hp)
+    except KeyError as exc:
+        raise InputError(f"{args.params_dir}: dataset {args.dataset!r} lacks {exc} in params datasets") from None
+
+
+def one_line(exc: Exception) -> str:
+    """The message of an InputError, also when a DataLoader worker wrapped it (with its traceback) on the way."""
+    msg = str(exc)
+    if "Original Traceback" in msg:
+        last = [line for line in msg.splitlines() if line.strip()][-1]
+        msg = last.split("InputError: ", 1)[-1]
+    return msg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from augmem.agents import get_agent_class
+    from augmem.train.fidelity import train_switches
+    from augmem.train.loop import run_stream
+    from augmem.train.seeding import seed_everything
+
+    try:
+        impl, n_class, kind, hp = resolve(args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif args.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA device available")
+        else:
+            device = args.device
+        seed = args.seed_base + args.run
+        seed_everything(seed)
+        try:
+            cls = get_agent_class(impl)
+            switches = train_switches(args.fidelity, hp.get("switch_overrides"))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        agent = cls(n_class, hp, switches, device)
+        meta = {"dataset": args.dataset, "kind": kind, "scenario": args.scenario, "agent": args.agent,
+                "impl": impl, "run": args.run, "fidelity": args.fidelity, "seed": seed, "n_class": n_class,
+                "device": device, "torch": torch.__version__, "image_size": int(hp.get("image_size", 224)),
+                "inputs": "pixels"}
+        run_stream(agent, args.filelists, args.image_root, args.out, hp=hp, switches=switches, meta=meta, seed=seed,
+                   stop_after_task=args.stop_after_task, log=lambda m: print(m, flush=True))
+    except InputError as e:
+        raise SystemExit(f"error: {one_line(e)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
