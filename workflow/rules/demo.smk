@@ -15,3 +15,20 @@ rule demo_data:
         "logs/demo_data/{dataset}.log",
     shell:
         "python -m stages.demo_data --kind {params.kind} --out {output} --seed {params.seed} --jobs {threads} > {log} 2>&1"
+
+
+rule demo_weights:
+    """The demo's stand-in for ImageNet weights: SqueezeNet pre-trained on the Toybox-like demo frames."""
+    input:
+        dirmap="data/interim/toybox_demo/dirmap_balanced.csv",
+        frames="data/interim/toybox_demo/frames",
+    output:
+        "data/weights/squeezenet1_0_demo.pth",
+    params:
+        seed=config["demo"]["seed"],
+    threads: 2
+    log:
+        "logs/demo_weights.log",
+    shell:
+        "python -m stages.pretrain --arch squeezenet1_0 --dirmap {input.dirmap} --image-root {input.frames}"
+        " --image-size 64 --epochs 8 --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"

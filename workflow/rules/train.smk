@@ -27,6 +27,8 @@ def train_inputs(w):
     }
     if hp.get("weights") == "imagenet":
         inputs["weights"] = weights_file(hp.get("backbone", "squeezenet"))
+    elif hp.get("weights") not in (None, "", "none"):
+        inputs["weights"] = hp["weights"]  # a local state-dict file (e.g. the demo's pre-trained weights)
     return inputs
 
 

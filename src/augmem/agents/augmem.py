@@ -150,7 +150,8 @@ class AugMemAgent(Agent):
         """RNG order as published: the agent's M_bar = randn(S, F), then the backbone, then the memory M."""
         s, f = int(self.hp["memory_Nslots"]), int(self.hp["memory_Nfeat"])
         self.mem_bar = torch.randn(s, f)
-        bb = build_backbone(self.hp.get("backbone", "squeezenet"), self.n_class, self.hp.get("weights", "none"))
+        bb = build_backbone(self.hp.get("backbone", "squeezenet"), self.n_class, self.hp.get("weights", "none"),
+                            head_bias_init=self.hp.get("head_bias_init"))
         if self.hp.get("freeze_feature_extract", False):
             for p in bb.front.parameters():
                 p.requires_grad_(False)

@@ -47,7 +47,8 @@ class Agent:
     # ----------------------------------------------------------------------------------------------------- building
     def build_model(self) -> nn.Module:
         """SqueezeNet 1.0 (the original's "ResNet18") with a new head; the baselines fine-tune all of it."""
-        bb = build_backbone(self.hp.get("backbone", "squeezenet"), self.n_class, self.hp.get("weights", "none"))
+        bb = build_backbone(self.hp.get("backbone", "squeezenet"), self.n_class, self.hp.get("weights", "none"),
+                            head_bias_init=self.hp.get("head_bias_init"))
         if self.hp.get("freeze_feature_extract", False):
             for p in bb.front.parameters():
                 p.requires_grad_(False)

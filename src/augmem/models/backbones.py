@@ -71,17 +71,26 @@ def _torchvision_model(name: str, weights: str):
     return model
 
 
-def build_backbone(name: str, n_class: int, weights: str = "none") -> Backbone:
-    """Build the split backbone with the study's new head for ``n_class`` outputs."""
+def build_backbone(name: str, n_class: int, weights: str = "none", head_bias_init: float | None = None) -> Backbone:
+    """Build the split backbone with the study's new head for ``n_class`` outputs.
+
+    ``head_bias_init`` (None = PyTorch's default init, as the original) sets the new head's bias to a constant. The
+    SqueezeNet head ends in a ReLU, so on small synthetic images a class whose pre-activation starts negative for
+    every image never receives a gradient ("dead" output); the embedded demo sets it to 1.0. Real runs leave it None.
+    """
     name = canonical_name(name)
     net = _torchvision_model(name, weights)
     cut = CUTS[name]
     if name == "squeezenet":
         net.classifier[1] = nn.Conv2d(512, n_class, kernel_size=3, stride=1, padding=1)
+        if head_bias_init is not None:
+            nn.init.constant_(net.classifier[1].bias, float(head_bias_init))
         front = net.features[:cut]
         back = nn.Sequential(net.features[cut:], net.classifier, nn.Flatten())
     else:
         net.classifier[1] = nn.Linear(1280, n_class)
+        if head_bias_init is not None:
+            nn.init.constant_(net.classifier[1].bias, float(head_bias_init))
         front = net.features[:cut]
         # The original used AvgPool2d(7) for 224 inputs; adaptive pooling is the same there and works at any size.
         back = nn.Sequential(net.features[cut:], nn.AdaptiveAvgPool2d(1), nn.Flatten(), net.classifier)
