@@ -31,4 +31,4 @@ rule demo_weights:
         "logs/demo_weights.log",
     shell:
         "python -m stages.pretrain --arch squeezenet1_0 --dirmap {input.dirmap} --image-root {input.frames}"
-        " --image-size 64 --epochs 8 --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+        " --image-size 64 --epochs 6 --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"

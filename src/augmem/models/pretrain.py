@@ -48,9 +48,6 @@ def pretrain(arch: str, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float
     torch.manual_seed(seed)
     np.random.seed(seed)
     model = ARCHS[arch](weights=None)
-    # The head ends in a ReLU (SqueezeNet): start every class output positive so none is dead from the first step.
-    head = model.classifier[1]
-    torch.nn.init.constant_(head.bias, 1.0)
     # Adam: SqueezeNet trained from scratch with plain SGD barely moves in a few epochs (dead ReLU head).
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
