@@ -126,3 +126,65 @@ def all_outputs():
     if train_jobs():
         out += ["results/table.md", "results/table.csv", "results/table.tex", "results/figures"]
     return out
+
+
+# ---------------------------------------------------------------- per-rule helpers (inputs, params)
+
+
+def _dirmap_source(w):
+    return f"data/interim/{w.dataset}/frames" if kind(w.dataset) == "toybox" else raw_root(w.dataset)
+
+
+def final_dirmap(ds):
+    """The dirmap that task set-up reads: balanced (Toybox), distributed (iLab) or raw (CORe50, CIFAR-100)."""
+    k = kind(ds)
+    if k == "toybox":
+        return f"data/interim/{ds}/dirmap_balanced.csv"
+    if k == "ilab2mlight":
+        return f"data/interim/{ds}/dirmap_distributed.csv"
+    return f"data/interim/{ds}/dirmap_raw.csv"
+
+
+def _filelist_args(w):
+    t = DATASETS[w.dataset]["tasks"]
+    args = ["--task-size-iid", t["task_size_iid"], "--n-class", t["n_class"], "--n-instance", t["n_instance"],
+            "--test-sess", *t["test_sess"]]
+    if "sample_rate" in t:
+        args += ["--sample-rate", t["sample_rate"]]
+    if "frames_per_session" in t:
+        args += ["--frames-per-session", t["frames_per_session"]]
+    return [str(a) for a in args]
+
+
+def job_hparams(w):
+    """(impl, hp) of a job, resolved from params/agents.yaml, params/datasets.yaml and the config (see agents.yaml)."""
+    return resolve_hparams(PARAMS, w.dataset, w.agent, w.scenario, config)
+
+
+def job_config(w):
+    """Everything the training stage needs besides paths, as one JSON string (also a Snakemake rerun trigger)."""
+    impl, hp = job_hparams(w)
+    if hp.get("weights") == "imagenet":
+        hp["weights"] = weights_file(hp.get("backbone", "squeezenet"))
+    return json.dumps({"impl": impl, "kind": kind(w.dataset), "n_class": DATASETS[w.dataset]["n_class"], **hp},
+                      sort_keys=True)
+
+
+def weights_file(backbone):
+    return f"data/weights/{'mobilenet_v2' if backbone.startswith('mobilenet') else 'squeezenet1_0'}_imagenet.pth"
+
+
+def train_inputs(w):
+    impl, hp = job_hparams(w)
+    inputs = {
+        "filelists": filelist_dir(w.dataset, w.fidelity, w.scenario, w.run),
+        "images": image_root_input(w.dataset),
+    }
+    if hp.get("weights") == "imagenet":
+        inputs["weights"] = weights_file(hp.get("backbone", "squeezenet"))
+    elif hp.get("weights") not in (None, "", "none"):
+        inputs["weights"] = hp["weights"]  # a local state-dict file (e.g. the demo's pre-trained weights)
+    return inputs
+
+
+USE_GPU = config["train"]["device"] == "cuda"

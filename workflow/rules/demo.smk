@@ -13,6 +13,8 @@ rule demo_data:
     threads: 2
     log:
         "logs/demo_data/{dataset}.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.demo_data --kind {params.kind} --out {output} --seed {params.seed} --jobs {threads} > {log} 2>&1"
 
@@ -29,6 +31,8 @@ rule demo_weights:
     threads: 2
     log:
         "logs/demo_weights.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.pretrain --arch squeezenet1_0 --dirmap {input.dirmap} --image-root {input.frames}"
         " --image-size 64 --epochs 6 --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"

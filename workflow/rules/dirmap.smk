@@ -1,10 +1,6 @@
 # Dataset indexes ("dirmaps", spec 2.1, 2.3, 2.7 and 12.8) and their statistics check (spec 2.6).
 
 
-def _dirmap_source(w):
-    return f"data/interim/{w.dataset}/frames" if kind(w.dataset) == "toybox" else raw_root(w.dataset)
-
-
 rule dirmap:
     """Index every image: class, object, session, im_num, im_path (the raw, unbalanced index)."""
     input:
@@ -17,18 +13,10 @@ rule dirmap:
                          if kind(w.dataset) == "cifar100" else []),
     log:
         "logs/dirmap/{dataset}.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.dirmap --kind {params.kind} --root {input} --out {output} {params.extra:q} > {log} 2>&1"
-
-
-def final_dirmap(ds):
-    """The dirmap that task set-up reads: balanced (Toybox), distributed (iLab) or raw (CORe50, CIFAR-100)."""
-    k = kind(ds)
-    if k == "toybox":
-        return f"data/interim/{ds}/dirmap_balanced.csv"
-    if k == "ilab2mlight":
-        return f"data/interim/{ds}/dirmap_distributed.csv"
-    return f"data/interim/{ds}/dirmap_raw.csv"
 
 
 rule dirmap_stats:
@@ -42,6 +30,8 @@ rule dirmap_stats:
         fps=lambda w: DATASETS[w.dataset].get("balance", {}).get("frames_per_session", 15),
     log:
         "logs/dirmap_stats/{dataset}.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.dirmap_stats --dirmap {input} --out {output} --frames-per-session {params.fps}"
         " --expect {params.expect:q} > {log} 2>&1"

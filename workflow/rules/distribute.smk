@@ -14,6 +14,8 @@ rule distribute_ilab:
         fps=lambda w: DATASETS[w.dataset]["balance"]["frames_per_session"],
     log:
         "logs/distribute/{dataset}.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.distribute --dirmap {input.dirmap} --src {input.src} --out-root {output.images}"
         " --out-dirmap {output.dirmap} --frames-per-session {params.fps} > {log} 2>&1"

@@ -15,6 +15,8 @@ rule extract_frames:
     threads: 8  # capped at --cores when run locally
     log:
         "logs/extract_frames/{dataset}.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.extract_frames --videos {input} --out {output} --fps {params.fps} --size {params.size}"
         " --jobs {threads} > {log} 2>&1"

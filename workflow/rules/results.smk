@@ -16,6 +16,8 @@ rule aggregate:
         run_filter=config["results"]["run_filter"],
     log:
         "logs/results/aggregate.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.aggregate --metrics {input.metrics:q} --benchmarks {input.benchmarks:q}"
         " --published-dir data/published --run-filter {params.run_filter} --out-dir results/tables"
@@ -32,6 +34,8 @@ rule results_table:
         tex="results/table.tex",
     log:
         "logs/results/table.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.table --summary {input} --out-md {output.md} --out-csv {output.csv}"
         " --out-tex {output.tex} > {log} 2>&1"
@@ -49,6 +53,8 @@ rule figures:
                        category="Figures"),
     log:
         "logs/results/figures.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.figures --runs {input.runs} --summary {input.summary} --per-task {input.per_task}"
         " --viz-from-metrics {input.metrics:q} --out-dir {output.figures} > {log} 2>&1"

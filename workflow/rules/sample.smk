@@ -12,6 +12,8 @@ rule sample_toybox:
         b=lambda w: DATASETS[w.dataset]["balance"],
     log:
         "logs/sample/{dataset}.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.sample --kind toybox --dirmap {input} --out {output}"
         " --objects-per-class {params.b[objects_per_class]} --sessions-per-object {params.b[sessions_per_object]}"
@@ -29,6 +31,8 @@ rule sample_ilab:
         b=lambda w: DATASETS[w.dataset]["balance"],
     log:
         "logs/sample/{dataset}.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.sample --kind ilab2mlight --dirmap {input} --out {output}"
         " --objects-per-class {params.b[objects_per_class]} --sessions-per-object {params.b[sessions_per_object]}"

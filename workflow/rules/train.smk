@@ -1,40 +1,6 @@
 # One training job per (dataset, fidelity, scenario, agent, run), seeded from the run number (spec 5; README).
 
 
-def job_hparams(w):
-    """(impl, hp) of a job, resolved from params/agents.yaml, params/datasets.yaml and the config (see agents.yaml)."""
-    return resolve_hparams(PARAMS, w.dataset, w.agent, w.scenario, config)
-
-
-def job_config(w):
-    """Everything the training stage needs besides paths, as one JSON string (also a Snakemake rerun trigger)."""
-    impl, hp = job_hparams(w)
-    if hp.get("weights") == "imagenet":
-        hp["weights"] = weights_file(hp.get("backbone", "squeezenet"))
-    return json.dumps({"impl": impl, "kind": kind(w.dataset), "n_class": DATASETS[w.dataset]["n_class"], **hp},
-                      sort_keys=True)
-
-
-def weights_file(backbone):
-    return f"data/weights/{'mobilenet_v2' if backbone.startswith('mobilenet') else 'squeezenet1_0'}_imagenet.pth"
-
-
-def train_inputs(w):
-    impl, hp = job_hparams(w)
-    inputs = {
-        "filelists": filelist_dir(w.dataset, w.fidelity, w.scenario, w.run),
-        "images": image_root_input(w.dataset),
-    }
-    if hp.get("weights") == "imagenet":
-        inputs["weights"] = weights_file(hp.get("backbone", "squeezenet"))
-    elif hp.get("weights") not in (None, "", "none"):
-        inputs["weights"] = hp["weights"]  # a local state-dict file (e.g. the demo's pre-trained weights)
-    return inputs
-
-
-USE_GPU = config["train"]["device"] == "cuda"
-
-
 rule train:
     """Train one agent on one run's task stream; writes metrics.json (and viz.npz when visualize is on)."""
     input:
@@ -56,6 +22,8 @@ rule train:
         "logs/train/{dataset}/{fidelity}/{scenario}/{agent}/run{run}.log",
     benchmark:
         "results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}/benchmark.tsv"
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.train --dataset {wildcards.dataset} --scenario {wildcards.scenario}"
         " --agent {wildcards.agent} --run {wildcards.run} --fidelity {wildcards.fidelity}"
@@ -72,5 +40,7 @@ rule fetch_weights:
         arch="squeezenet1_0|mobilenet_v2",
     log:
         "logs/fetch_weights/{arch}.log",
+    conda:
+        "../envs/augmem.yaml"
     shell:
         "python -m stages.fetch_weights --arch {wildcards.arch} --out {output} > {log} 2>&1"
