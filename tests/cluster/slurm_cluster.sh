@@ -23,7 +23,7 @@ log() { printf '[slurm-test] %s\n' "$*"; }
 dump_logs() {
   log "---- slurmctld.log"; tail -n 60 "$STATE/slurmctld.log" 2>/dev/null || true
   log "---- slurmd.log"; tail -n 60 "$STATE/slurmd.log" 2>/dev/null || true
-  log "---- job logs"; find "$WORK/cluster/logs/slurm" -type f 2>/dev/null | head -20 | while read -r f; do
+  log "---- job logs"; { find "$WORK/cluster/logs/slurm" -type f 2>/dev/null || true; } | head -20 | while read -r f; do
     echo "== $f"; tail -n 30 "$f"; done
   log "---- snakemake log"; tail -n 80 "$WORK/cluster.log" 2>/dev/null || true
 }
