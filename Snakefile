@@ -16,6 +16,7 @@ include: "workflow/rules/dirmap.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/distribute.smk"
 include: "workflow/rules/filelists.smk"
+include: "workflow/rules/cache.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
 

@@ -31,6 +31,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--seed-base", type=int, default=0, help="seed = seed_base + run (default 0)")
+    ap.add_argument("--image-cache", default=None, metavar="PREFIX",
+                    help="decoded-image cache <PREFIX>.u8/.json (stages.image_cache) to read instead of image files")
+    ap.add_argument("--feature-cache", default=None, metavar="PREFIX",
+                    help="frozen-feature cache <PREFIX>.f16/.json (stages.feature_cache); used when the agent can "
+                         "(AugMem, frozen SqueezeNet front, weights not 'none'), else the image cache or files")
     ap.add_argument("--stop-after-task", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a kill
     return ap.parse_args(argv)
 
@@ -98,10 +103,17 @@ def main(argv=None) -> int:
         agent = cls(n_class, hp, switches, device)
         meta = {"dataset": args.dataset, "kind": kind, "scenario": args.scenario, "agent": args.agent,
                 "impl": impl, "run": args.run, "fidelity": args.fidelity, "seed": seed, "n_class": n_class,
-                "device": device, "torch": torch.__version__, "image_size": int(hp.get("image_size", 224)),
-                "inputs": "pixels"}
+                "device": device, "torch": torch.__version__, "image_size": int(hp.get("image_size", 224))}
+        log = lambda m: print(m, flush=True)  # noqa: E731
+        if args.feature_cache is None and impl == "AugMem" and hp.get("feature_cache", False):
+            from augmem.data.feature_cache import feature_cache_reason
+
+            reason = feature_cache_reason(impl, hp)
+            if reason is not None:
+                log(f"feature cache not possible: {reason}; the frozen front runs on every batch")
         run_stream(agent, args.filelists, args.image_root, args.out, hp=hp, switches=switches, meta=meta, seed=seed,
-                   stop_after_task=args.stop_after_task, log=lambda m: print(m, flush=True))
+                   image_cache=args.image_cache, feature_cache=args.feature_cache,
+                   stop_after_task=args.stop_after_task, log=log)
     except InputError as e:
         raise SystemExit(f"error: {one_line(e)}")
     return 0

@@ -30,6 +30,7 @@ dump_logs() {
 
 cleanup() {
   rc=$?
+  set +e
   if [ $rc -ne 0 ]; then log "FAILED (exit $rc)"; dump_logs; fi
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   sleep 1
@@ -121,7 +122,7 @@ train:
 YAMLEOF
 for d in local cluster; do
   mkdir -p "$WORK/$d"
-  (cd "$REPO" && git ls-files -z | xargs -0 cp --parents -t "$WORK/$d")
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$WORK/$d")
 done
 
 log "local run"

@@ -1,10 +1,13 @@
 # One training job per (dataset, fidelity, scenario, agent, run), seeded from the run number (spec 5; README).
+# A job reads the decoded-image cache (hp image_cache) and, for AugMem with a frozen SqueezeNet front and weights other
+# than 'none', the front-feature cache (hp feature_cache): rules in cache.smk.
 
 
 rule train:
     """Train one agent on one run's task stream; writes metrics.json (and viz.npz when visualize is on)."""
     input:
-        unpack(train_inputs),
+        unpack(lambda w: {**train_inputs(w),
+                          **cache_input_files(cache_prefixes(f"data/interim/{w.dataset}/cache", *job_hparams(w)))}),
     output:
         "results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}/metrics.json",
     params:
@@ -13,6 +16,7 @@ rule train:
         out="results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}",
         device=config["train"]["device"],
         seed_base=config["train"]["seed_base"],
+        caches=lambda w: cache_stage_args(cache_prefixes(f"data/interim/{w.dataset}/cache", *job_hparams(w))),
     threads: config["train"]["threads"]
     resources:
         gpu=1 if USE_GPU else 0,
@@ -29,7 +33,7 @@ rule train:
         " --agent {wildcards.agent} --run {wildcards.run} --fidelity {wildcards.fidelity}"
         " --filelists {input.filelists} --image-root {params.image_root} --out {params.out}"
         " --hparams {params.config:q} --device {params.device} --threads {threads}"
-        " --seed-base {params.seed_base} > {log} 2>&1"
+        " --seed-base {params.seed_base} {params.caches:q} > {log} 2>&1"
 
 
 rule fetch_weights:

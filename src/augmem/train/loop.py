@@ -74,10 +74,102 @@ def to_json_safe(obj: Any) -> Any:
     return str(obj)
 
 
+def collate(batch):
+    """Default collation, except for batches a cached dataset already stacked (``batch.collated``)."""
+    pre = getattr(batch, "collated", None)
+    return pre if pre is not None else torch.utils.data.default_collate(batch)
+
+
 def make_loader(dataset, batch_size: int, n_workers: int, device: torch.device):
-    """The stream loader of spec 4: filelist order (no shuffling), rebuilt by the caller for every epoch."""
+    """The stream loader of spec 4: filelist order (no shuffling). On CUDA: pinned memory, and with workers,
+    persistent workers (the loop reuses one loader per dataset for all epochs of a task)."""
+    cuda = device.type == "cuda"
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers,
-                                       pin_memory=(device.type == "cuda"))
+                                       collate_fn=collate, pin_memory=cuda,
+                                       persistent_workers=cuda and n_workers > 0)
+
+
+def choose_inputs(agent, hp: dict[str, Any], image_root: str | Path, image_cache: str | Path | None = None,
+                  feature_cache: str | Path | None = None,
+                  log: Callable[[str], None] = print) -> tuple[Callable, str]:
+    """(dataset factory, inputs kind): cached front features when given and the agent can use them, else the
+    decoded-image cache when given, else the image files. The kind is ``front_features``, ``decoded_cache`` or
+    ``pixels`` (metrics.json ``meta.inputs``). A cache that does not fit the run (image size, front weights) is an
+    InputError; a feature cache the agent cannot use is skipped with a log line saying why."""
+    from augmem.data.feature_cache import CachedFeatureDataset, feature_cache_reason
+    from augmem.data.image_cache import CachedImageDataset
+
+    size = int(hp.get("image_size", 224))
+    transform = study_transform(size)
+    if image_cache is not None:
+        pixels = lambda fl: CachedImageDataset(fl, image_cache, image_size=size)  # noqa: E731
+        kind = "decoded_cache"
+    else:
+        pixels = lambda fl: FilelistDataset(fl, image_root, transform)  # noqa: E731
+        kind = "pixels"
+    if feature_cache is not None:
+        if agent.uses_front_features:
+            reason = feature_cache_reason(agent.name, agent.hp)
+        else:
+            reason = f"agent {agent.name} has no frozen cacheable front"
+        if reason is None:
+            checked: list[bool] = []
+
+            def features(fl):
+                ds = CachedFeatureDataset(fl, feature_cache, pixel_dataset=pixels(fl))
+                if not checked:  # the front digest is checked once per run
+                    ds.check_matches(agent.model[0], size)
+                    checked.append(True)
+                return ds
+
+            agent.set_inputs_are_features(True)
+            log(f"inputs: cached front features {feature_cache}.f16")
+            return features, "front_features"
+        log(f"inputs: feature cache {feature_cache} not used ({reason}); using "
+            + ("the decoded-image cache" if image_cache is not None else "the image files"))
+    if getattr(agent, "_inputs_are_features", False):
+        agent.set_inputs_are_features(False)
+    log(f"inputs: {'decoded-image cache ' + str(image_cache) + '.u8' if image_cache is not None else 'image files'}")
+    return pixels, kind
+
+
+def _autocast_enter(module, args):
+    ctx = torch.autocast(device_type=module._autocast_device, dtype=torch.bfloat16)
+    ctx.__enter__()
+    module.__dict__.setdefault("_autocast_stack", []).append(ctx)
+
+
+def _autocast_exit(module, args, output):
+    module._autocast_stack.pop().__exit__(None, None, None)
+    if torch.is_tensor(output) and output.is_floating_point():
+        return output.float()
+    return output
+
+
+def autocast_modules(modules, device_type: str = "cuda") -> None:
+    """Run the forward pass of each module under bf16 autocast and return float32 outputs (forward hooks).
+
+    Only the network parts are autocast, never the agents' losses: some (AugMem's and iCaRL's BCE) are banned
+    under CUDA autocast, and losses are better in float32 anyway. Hooks survive ``copy.deepcopy`` (iCaRL's old
+    model) and ``state_dict`` round trips; backward passes need no context."""
+    for m in modules:
+        m._autocast_device = device_type
+        m.register_forward_pre_hook(_autocast_enter)
+        m.register_forward_hook(_autocast_exit, always_call=True)
+
+
+def apply_gpu_options(agent, hp: dict[str, Any], log: Callable[[str], None] = print) -> None:
+    """hp ``channels_last`` (model memory format) and ``amp`` (bf16 autocast of the front and back); CUDA only."""
+    cuda = agent.device.type == "cuda"
+    for key in ("amp", "channels_last"):
+        if hp.get(key, False) and not cuda:
+            log(f"{key} requested but the device is {agent.device}: off (CUDA only)")
+    if hp.get("channels_last", False) and cuda:
+        agent.model.to(memory_format=torch.channels_last)
+        log("channels_last: on")
+    if hp.get("amp", False) and cuda:
+        autocast_modules([agent.model[0], agent.model[1]], "cuda")
+        log("amp: bf16 autocast of the network (losses in float32)")
 
 
 @dataclasses.dataclass
@@ -88,12 +180,15 @@ class Predictions:
     pred: dict[str, torch.Tensor]
 
 
-def predict_subset(agent, dataset, indices: list[int], batch_size: int, n_workers: int) -> Predictions:
-    """One pass of ``agent.predict`` over ``dataset[indices]`` (in that order)."""
+def predict_subset(agent, dataset, indices: list[int], batch_size: int, n_workers: int,
+                   loader=None) -> Predictions:
+    """One pass of ``agent.predict`` over ``dataset[indices]`` (in that order); ``loader`` (optional) is a loader
+    over exactly that subset, reused between calls."""
     paths = agent.output_paths()
     ys, preds = [], {p: [] for p in paths}
     if indices:
-        loader = make_loader(torch.utils.data.Subset(dataset, indices), batch_size, n_workers, agent.device)
+        if loader is None:
+            loader = make_loader(torch.utils.data.Subset(dataset, indices), batch_size, n_workers, agent.device)
         for x, y in loader:
             out = agent.predict(x.to(agent.device))
             missing = set(paths) - set(out)
@@ -141,6 +236,7 @@ def visualization_arrays(agent, dataset, test_idx: list[int], test_labels: list[
     logits, pred, top_slots, images, image_index = [], [], [], [], []
     shown: dict[int, int] = {}
     has_viz = callable(getattr(agent, "visualization", None))
+    pixel_item = getattr(dataset, "pixel_item", None)  # images behind cached front features
     primary = agent.primary_path
     row = 0
     if chosen:
@@ -159,10 +255,15 @@ def visualization_arrays(agent, dataset, test_idx: list[int], test_labels: list[
                 top_slots.append(extra["top_slots"].detach().cpu().to(torch.int32))
             image_like = x.dim() == 4 and x.shape[1] == 3 and not getattr(agent, "_inputs_are_features", False)
             for k, lab in enumerate(torch.as_tensor(y).tolist()):
-                if has_viz and image_like and shown.get(lab, 0) < n_images:
-                    shown[lab] = shown.get(lab, 0) + 1
-                    images.append(_denormalise(x[k : k + 1]))
-                    image_index.append(row)
+                if has_viz and shown.get(lab, 0) < n_images:
+                    img = x[k : k + 1] if image_like else None
+                    if img is None and pixel_item is not None:
+                        px = pixel_item(chosen[row])
+                        img = None if px is None else px.unsqueeze(0)
+                    if img is not None:
+                        shown[lab] = shown.get(lab, 0) + 1
+                        images.append(_denormalise(img))
+                        image_index.append(row)
                 row += 1
     n_class = agent.n_class
     out[f"task{t}_labels"] = np.asarray([test_labels[i] for i in chosen], dtype=np.int64)
@@ -209,24 +310,27 @@ def _new_partial(paths: list[str], use_val: bool) -> dict[str, Any]:
 
 def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str | Path, *, hp: dict[str, Any],
                switches, meta: dict[str, Any], seed: int, dataset_factory: Callable | None = None,
+               image_cache: str | Path | None = None, feature_cache: str | Path | None = None,
                class_names: dict[int, str] | None = None, stop_after_task: int | None = None,
                log: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Train ``agent`` on one run's task stream and write ``metrics.json`` (and ``viz.npz``) into ``out_dir``.
 
     ``run_dir`` holds ``stream/`` and ``offline/``; offline agents read ``offline/``. ``dataset_factory(filelist)``
     builds a dataset with a ``targets`` list (default: :class:`FilelistDataset` with the study transform at
-    ``hp["image_size"]``). Resumes from ``<out_dir>/checkpoint.pt`` when its fingerprint matches. With
-    ``stop_after_task=t`` it stops (returning None) right after task t's checkpoint, as a killed job would.
-    Returns the metrics dict.
+    ``hp["image_size"]``, or a cache: see :func:`choose_inputs`; ``meta["inputs"]`` records the choice). CUDA-only
+    options of hp: ``amp`` (bf16 autocast) and ``channels_last``. Resumes from ``<out_dir>/checkpoint.pt`` when its
+    fingerprint matches. With ``stop_after_task=t`` it stops (returning None) right after task t's checkpoint, as a
+    killed job would. Returns the metrics dict.
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mode = "offline" if agent.offline else "stream"
     files = check_filelists(run_dir, mode, agent.n_class, image_root)
+    meta = dict(meta)
     if dataset_factory is None:
-        transform = study_transform(int(hp.get("image_size", 224)))
-        dataset_factory = lambda fl: FilelistDataset(fl, image_root, transform)  # noqa: E731
+        dataset_factory, meta["inputs"] = choose_inputs(agent, hp, image_root, image_cache, feature_cache, log)
+    apply_gpu_options(agent, hp, log)
 
     n_tasks = len(files.tasks)
     labels = task_label_lists(files.train)
@@ -257,7 +361,6 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
     else:
         test_idx, val_idx = list(range(len(test_ds))), []
 
-    meta = dict(meta)
     meta.setdefault("device", str(agent.device))
     meta.setdefault("torch", torch.__version__)
     meta.setdefault("image_size", int(hp.get("image_size", 224)))
@@ -305,20 +408,24 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
         ep_preds: list[Predictions] = []
         train_s = eval_s = 0.0
         best = None  # (score, epoch, weights)
+        # one loader per dataset for all epochs of the task (no shuffling: every pass has the filelist order)
+        loader = make_loader(train_ds, batch_size, n_workers, agent.device) if n_ep > 0 else None
+        subset_loader = lambda idx: (make_loader(torch.utils.data.Subset(test_ds, idx), batch_size, n_workers,  # noqa
+                                                 agent.device) if idx else None)
+        test_loader, val_loader = subset_loader(t_idx), (subset_loader(v_idx) if use_val else None)
         for e in range(max(n_ep, 1)):
             ep_train_s = 0.0
             if n_ep > 0:
-                loader = make_loader(train_ds, batch_size, n_workers, agent.device)
                 t0 = time.perf_counter()
                 agent.learn_stream(loader, task=t, epoch=e, last_epoch=(e == n_ep - 1))
                 ep_train_s = time.perf_counter() - t0
                 train_s += ep_train_s
             t0 = time.perf_counter()
-            pr = predict_subset(agent, test_ds, t_idx, batch_size, n_workers)
+            pr = predict_subset(agent, test_ds, t_idx, batch_size, n_workers, test_loader)
             vals = {"test_all": {p: accuracy(pr.pred[p], pr.y) for p in paths},
                     "test_first": {p: accuracy(pr.pred[p], pr.y, torch.isin(pr.y, first_labels)) for p in paths}}
             if use_val:
-                vp = predict_subset(agent, test_ds, v_idx, batch_size, n_workers)
+                vp = predict_subset(agent, test_ds, v_idx, batch_size, n_workers, val_loader)
                 vals["val_all"] = {p: accuracy(vp.pred[p], vp.y) for p in paths}
             eval_s += time.perf_counter() - t0
             ep_vals.append(vals)
@@ -364,6 +471,7 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
             f"test_all {p}={partial['test_all'][p][-1]:.1f} test_first {p}={partial['test_first'][p][-1]:.1f}"
             for p in paths))
 
+        del loader, test_loader, val_loader  # ends persistent workers
         if hp.get("visualize", False):
             viz.update(visualization_arrays(agent, test_ds, test_idx, test_labels, pr, t, hp, batch_size, n_workers))
 

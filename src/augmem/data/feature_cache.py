@@ -1,0 +1,169 @@
+"""Frozen-feature cache: the output of a frozen backbone front ``E`` for every cached image, computed once.
+
+AugMem with ``freeze_feature_extract`` and SqueezeNet never changes ``E`` (SqueezeNet's front has no BatchNorm or
+dropout, so train and eval mode compute the same function). Its features can therefore be computed once per
+(dataset, backbone, weights, image size) from the decoded-image cache and read back instead of running ``E`` at
+every step: ``<prefix>.f16`` (float16, N x C x h x w, raw bytes for :class:`numpy.memmap`, rows in the image cache's
+order) plus ``<prefix>.json``.
+
+The features must come from the same weights the agent loads. With ``weights: none`` the front is a random init
+drawn from the job's seed, so it cannot be shared: such runs use pixels (or the decoded-image cache). The JSON holds
+a digest of the front's parameters; a training run compares it with its own front and refuses a mismatching cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from augmem.data.cache_plan import (cache_input_files, cache_prefixes, cache_stage_args, feature_cache_reason,
+                                    weights_by_key, weights_key)
+from augmem.data.image_cache import (CachedImageDataset, _CachedFilelist, cache_files, normalise_uint8,
+                                     read_cache_meta)
+from augmem.data.image_cache import FORMAT as IMAGE_FORMAT
+from augmem.io import InputError, atomic_path, write_json
+from augmem.models import build_backbone
+from augmem.models.backbones import canonical_name
+
+FORMAT = "augmem-feature-cache"
+VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------------- the front
+def assert_cacheable_front(front: nn.Module) -> None:
+    """A cacheable front computes the same function in train and eval mode: no BatchNorm, no dropout."""
+    bad = [type(m).__name__ for m in front.modules()
+           if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))]
+    if bad:
+        raise InputError(f"the backbone front holds {sorted(set(bad))}: its output depends on the mode, not cacheable")
+
+
+def front_digest(front: nn.Module) -> str:
+    """SHA-256 of the front's parameters and buffers (names, shapes and float32 values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(front.state_dict().items()):
+        t = t.detach().to("cpu", torch.float32).contiguous()
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_front(backbone: str, weights: str) -> nn.Module:
+    """The frozen front the agent builds for these weights (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        front = build_backbone(backbone, 2, weights).front
+    front.eval()
+    for p in front.parameters():
+        p.requires_grad_(False)
+    return front
+
+
+# ------------------------------------------------------------------------------------------------- building
+def open_image_cache(prefix: str | os.PathLike) -> tuple[dict, np.memmap]:
+    meta, data_path = read_cache_meta(prefix, ".u8", IMAGE_FORMAT, 1)
+    return meta, np.memmap(data_path, dtype=np.uint8, mode="r", shape=tuple(meta["shape"]))
+
+
+@torch.no_grad()
+def compute_features(front: nn.Module, images: np.ndarray, out: np.ndarray, batch_size: int = 64,
+                     device: str | torch.device = "cpu", log=print) -> None:
+    """``out[i] = float16(E(normalise(images[i])))`` for every row, in fixed batches (deterministic order)."""
+    device = torch.device(device)
+    front = front.to(device).eval()
+    n = images.shape[0]
+    for start in range(0, n, batch_size):
+        x = normalise_uint8(np.asarray(images[start : start + batch_size])).to(device)
+        e = front(x).float()
+        if not torch.isfinite(e).all():
+            raise InputError(f"non-finite front features for cache rows {start}..{start + len(x) - 1}")
+        e16 = e.to(torch.float16)
+        if not torch.isfinite(e16).all():
+            raise InputError(f"front features of rows {start}..{start + len(x) - 1} overflow float16 (|e| > 65504)")
+        out[start : start + len(x)] = e16.cpu().numpy()
+        if (start // batch_size + 1) % 100 == 0:
+            log(f"features: {start + len(x)}/{n} images")
+
+
+def build_feature_cache(image_cache_prefix: str | os.PathLike, backbone: str, weights: str,
+                        out_prefix: str | os.PathLike, batch_size: int = 64, device: str | torch.device = "cpu",
+                        log=print) -> dict:
+    """Compute ``E(x)`` of every image of a decoded-image cache into ``<out_prefix>.f16`` + ``<out_prefix>.json``.
+
+    ``weights`` as the agent gets it ('imagenet' or a state-dict file); 'none' is refused (see module docstring).
+    Batched, ``torch.no_grad``, eval mode; both files written atomically, the JSON last.
+    """
+    key = weights_key(weights)
+    if key is None:
+        raise InputError("weights 'none' (random init) cannot be cached: the front depends on each job's seed")
+    name = canonical_name(backbone)
+    img_meta, images = open_image_cache(image_cache_prefix)
+    front = build_front(name, weights)
+    assert_cacheable_front(front)
+    n, size = int(img_meta["shape"][0]), int(img_meta["size"])
+    with torch.no_grad():
+        probe = front.to(device)(normalise_uint8(np.asarray(images[:1])).to(device))
+    shape = (n, *[int(v) for v in probe.shape[1:]])
+    data_path, json_path = cache_files(out_prefix, ".f16")
+    cudnn_det = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        with atomic_path(data_path) as tmp:
+            out = np.memmap(tmp, dtype=np.float16, mode="w+", shape=shape)
+            compute_features(front, images, out, batch_size=batch_size, device=device, log=log)
+            out.flush()
+            del out
+    finally:
+        torch.backends.cudnn.deterministic = cudnn_det
+    meta = {"format": FORMAT, "version": VERSION, "shape": list(shape), "dtype": "float16", "size": size,
+            "backbone": name, "weights": str(weights), "weights_key": key, "front_digest": front_digest(front),
+            "image_cache": str(image_cache_prefix), "batch_size": int(batch_size), "torch": torch.__version__,
+            "n_images": n, "im_paths": list(img_meta["im_paths"])}
+    write_json(json_path, meta)
+    log(f"wrote {data_path} ({n} x {tuple(shape[1:])} float16, {np.prod(shape) * 2 / 2**20:.1f} MiB) and {json_path}")
+    return meta
+
+
+# ------------------------------------------------------------------------------------------------- reading
+class CachedFeatureDataset(_CachedFilelist):
+    """The front features of a filelist's images: items ``(float32 tensor C x h x w, label)``.
+
+    ``pixel_dataset`` (optional, same filelist) supplies the images themselves where a consumer needs them (the
+    images shown in viz.npz): :meth:`pixel_item`.
+    """
+
+    data_suffix = ".f16"
+    fmt = FORMAT
+    itemsize = 2
+    np_dtype = np.float16
+
+    def __init__(self, filelist: str | os.PathLike, prefix: str | os.PathLike, pixel_dataset=None):
+        super().__init__(filelist, prefix)
+        self.pixel_dataset = pixel_dataset
+        if pixel_dataset is not None and list(getattr(pixel_dataset, "paths", self.paths)) != self.paths:
+            raise InputError(f"{filelist}: the pixel dataset lists other images than the feature dataset")
+
+    def _convert(self, batch: np.ndarray) -> torch.Tensor:
+        if not (batch.flags.writeable and batch.flags.c_contiguous):
+            batch = np.array(batch, order="C")  # a private, writable copy (memmaps are read-only)
+        return torch.from_numpy(batch).to(torch.float32)
+
+    def pixel_item(self, i: int) -> torch.Tensor | None:
+        """The normalised image of item ``i`` (None without a pixel dataset)."""
+        return None if self.pixel_dataset is None else self.pixel_dataset[i][0]
+
+    def check_matches(self, front: nn.Module, image_size: int) -> None:
+        """InputError unless the cache was computed by this front (same parameters) at this image size."""
+        if int(self.meta.get("size", -1)) != int(image_size):
+            raise InputError(f"{self.data_path}: features of {self.meta.get('size')}x{self.meta.get('size')} images, "
+                             f"the run uses image_size {image_size}")
+        if self.meta.get("front_digest") != front_digest(front):
+            raise InputError(f"{self.data_path}: computed with other front weights ({self.meta.get('weights')}) than "
+                             "the agent's; rebuild the feature cache with the agent's weights")
+
+
+__all__ = ["CachedFeatureDataset", "CachedImageDataset", "assert_cacheable_front", "build_feature_cache",
+           "cache_input_files", "cache_prefixes", "cache_stage_args", "feature_cache_reason", "front_digest",
+           "weights_by_key", "weights_key"]  # the naming helpers live in augmem.data.cache_plan (torch-free)
