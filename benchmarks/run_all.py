@@ -65,8 +65,8 @@ def main(argv=None) -> int:
             print(f"   FAILED (exit {code})", flush=True)
             continue
         result = json.loads(out.read_text())
-        for f in figures_of(module, result) + [figure(f"{name}/peak_rss", rss, "MiB"), figure(f"{name}/wall", wall, "s")]:
-            entries.append({**f, "machine": mach})
+        extra = [figure(f"{name}/peak_rss", rss, "MiB"), figure(f"{name}/wall", wall, "s")]
+        entries += [{**f, "machine": mach} for f in figures_of(module, result) + extra]
     summary = args.out_dir / "summary.json"
     write_json(summary, entries)
     print(f"wrote {summary} ({len(entries)} entries)" + (f"; failed: {failed}" if failed else ""), flush=True)

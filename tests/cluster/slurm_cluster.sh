@@ -136,7 +136,8 @@ log "cluster run"
 
 # every job of the slice went through sbatch: one job log per submitted job, and slurmctld allocated them
 n_submitted=$(grep -c "has been submitted with SLURM jobid" "$WORK/cluster.log" || true)
-n_alloc=$(grep -c "Allocate JobId" "$STATE/slurmctld.log" || true)
+# the main and the backfill scheduler log their starts differently; count distinct job ids
+n_alloc=$(grep -oE "(Allocate|Started) JobId=[0-9]+" "$STATE/slurmctld.log" | grep -oE "[0-9]+$" | sort -u | wc -l)
 n_logs=$(find "$WORK/cluster/logs/slurm" -type f -name '*.log' | wc -l)
 log "submitted=$n_submitted allocated=$n_alloc job-logs=$n_logs"
 [ "$n_submitted" -ge 6 ] || { log "expected the data and training jobs to be submitted"; exit 1; }
@@ -148,7 +149,7 @@ python - "$WORK/local" "$WORK/cluster" <<'PYEOF'
 import json, sys
 from pathlib import Path
 a, b = Path(sys.argv[1]), Path(sys.argv[2])
-files = sorted(p.relative_to(a) for p in a.glob("results/**/metrics.json"))
+files = sorted(p.relative_to(a) for p in a.glob("results/*/*/*/*/run*/metrics.json"))
 assert len(files) == 2, files
 def strip(m):
     m = dict(m); m.pop("timing", None); m["meta"] = {k: v for k, v in m["meta"].items() if k != "device"}

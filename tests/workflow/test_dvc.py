@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from tests.workflow.test_demo_workflow import BIN, REPO, SLICE, copy_repo, env, snakemake
+from .test_demo_workflow import BIN, REPO, SLICE, copy_repo, env, snakemake
 
 DVC = str(BIN / "dvc")
 

@@ -119,8 +119,9 @@ def read_cache_meta(prefix: str | os.PathLike, data_suffix: str, fmt: str, items
         meta = json.loads(json_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{json_path}: cannot be read as JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != fmt:
-        raise InputError(f"{json_path}: not a {fmt} description (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if found != fmt:
+        raise InputError(f"{json_path}: not a {fmt} description (format {found!r})")
     shape, im_paths = meta.get("shape"), meta.get("im_paths")
     if not isinstance(shape, list) or not isinstance(im_paths, list) or not shape or shape[0] != len(im_paths):
         raise InputError(f"{json_path}: 'shape' and 'im_paths' are missing or disagree")
