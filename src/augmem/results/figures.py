@@ -392,8 +392,11 @@ def plot_tsne(viz: Viz, tasks: list[int] | None = None, random_state: int = 0) -
         ax.set_xlabel("t-SNE 1")
         ax.set_xticks([])
         ax.set_yticks([])
+        finite = np.isfinite(logits).all(axis=1)  # a diverged run (NaN logits) is shown as such, not plotted
+        logits, labels = logits[finite], labels[finite]
         if logits.shape[0] < 5:
-            ax.text(0.5, 0.5, "too few images", ha="center", va="center", transform=ax.transAxes)
+            msg = "non-finite logits (diverged run)" if (~finite).any() else "too few images"
+            ax.text(0.5, 0.5, msg, ha="center", va="center", transform=ax.transAxes)
             continue
         emb = tsne_embedding(logits, random_state)
         for lab in sorted(set(labels.tolist())):
