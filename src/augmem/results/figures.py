@@ -394,8 +394,11 @@ def plot_tsne(viz: Viz, tasks: list[int] | None = None, random_state: int = 0) -
         ax.set_yticks([])
         finite = np.isfinite(logits).all(axis=1)  # a diverged run (NaN logits) is shown as such, not plotted
         logits, labels = logits[finite], labels[finite]
-        if logits.shape[0] < 5:
-            msg = "non-finite logits (diverged run)" if (~finite).any() else "too few images"
+        # identical logits for every image (a dead network) make t-SNE's PCA start degenerate: say so instead
+        constant = logits.shape[0] > 0 and float(np.ptp(logits, axis=0).max()) < 1e-8
+        if logits.shape[0] < 5 or constant:
+            msg = ("non-finite logits (diverged run)" if (~finite).any() and logits.shape[0] < 5
+                   else "identical logits for every image" if constant else "too few images")
             ax.text(0.5, 0.5, msg, ha="center", va="center", transform=ax.transAxes)
             continue
         emb = tsne_embedding(logits, random_state)
