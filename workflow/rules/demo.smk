@@ -20,7 +20,10 @@ rule demo_data:
 
 
 rule demo_weights:
-    """The demo's stand-in for ImageNet weights: SqueezeNet pre-trained on the Toybox-like demo frames."""
+    """The demo's stand-in for ImageNet weights: SqueezeNet pre-trained on the Toybox-like demo frames.
+
+    Always 2 torch threads, whatever --cores says: CPU results depend on the thread count, and every run (local,
+    cluster, DVC) must get the same weights."""
     input:
         dirmap="data/interim/toybox_demo/dirmap_balanced.csv",
         frames="data/interim/toybox_demo/frames",
@@ -35,4 +38,4 @@ rule demo_weights:
         "../envs/augmem.yaml"
     shell:
         "python -m stages.pretrain --arch squeezenet1_0 --dirmap {input.dirmap} --image-root {input.frames}"
-        " --image-size 64 --epochs 6 --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+        " --image-size 64 --epochs 6 --seed {params.seed} --threads 2 --out {output} > {log} 2>&1"
