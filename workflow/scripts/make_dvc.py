@@ -99,7 +99,7 @@ def dvc_stage(job: dict) -> dict:
             outs.append(out)
     if job["rule"] == "aggregate":
         metrics.append({"results/metrics.json": {"cache": False}})
-        plots.append({"results/tables/per_task_plot.csv": {"cache": False, "x": "task", "y": "acc_mean",
+        plots.append({"results/tables/per_task_plot.csv": {"cache": False, "x": "task", "y": "accuracy",
                                                            "template": "linear"}})
     stage["outs"] = outs
     if metrics:
