@@ -127,7 +127,8 @@ def test_demo_slice_end_to_end_and_incremental(tmp_path):
     assert jobs.get("train") == 1, jobs
     assert set(jobs) <= {"train", "aggregate", "results_table", "figures", "all"}, jobs
     planned = snakemake(work, "--configfile", str(cfg2), "-n").stdout
-    train_outputs = [l for l in planned.splitlines() if l.strip().startswith("output: results/") and "metrics.json" in l]
+    train_outputs = [l for l in planned.splitlines()
+                     if l.strip().startswith("output: results/") and l.strip().endswith("/metrics.json") and "/run" in l]
     assert len(train_outputs) == 1 and "/augmem/" in train_outputs[0], train_outputs
 
     # changing one data parameter (the iLab balance seed) re-runs only that dataset's downstream steps
