@@ -13,15 +13,13 @@ random memory batch of that size per step, as in the A-GEM paper. (The 64x64 inp
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from augmem.agents.gem import grad_to_vector, vector_to_grad
-from augmem.agents.naive_rehearsal import TaskMemory
-from augmem.agents.normal_nn import NormalNN
+from augmem.agents.naive_rehearsal import ImageMemoryAgent, TaskMemory
 
 REF_CHUNK = 128  # memory items per forward pass when the memory batches can be merged (no BatchNorm)
 
@@ -34,7 +32,7 @@ def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
     return g - (dot / torch.dot(g_ref, g_ref)) * g_ref
 
 
-class AGEM(NormalNN):
+class AGEM(ImageMemoryAgent):
     name = "AGEM"
 
     def __init__(self, n_class, hp, switches, device="cpu"):
@@ -95,12 +93,3 @@ class AGEM(NormalNN):
         super().learn_stream(loader, task, epoch, last_epoch)
         if last_epoch:
             self.memory.add_task(loader.dataset)
-
-    def memory_bytes(self) -> dict[str, int]:
-        return {"images": self.memory.n_bytes()}
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"memory": self.memory.state()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.memory.load_state(state["memory"])

@@ -8,13 +8,11 @@ end); at every step the gradient g_k of the loss on each past task's memory; whe
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
 
-from augmem.agents.naive_rehearsal import TaskMemory
-from augmem.agents.normal_nn import NormalNN
+from augmem.agents.naive_rehearsal import ImageMemoryAgent, TaskMemory
 
 MEMORY_CHUNK = 100  # images per forward pass when computing a memory gradient (memory-bound, not a hyperparameter)
 
@@ -65,7 +63,7 @@ def gem_project(gradient: torch.Tensor, memories: torch.Tensor, margin: float, e
     return torch.as_tensor(x, dtype=gradient.dtype, device=gradient.device)
 
 
-class GEM(NormalNN):
+class GEM(ImageMemoryAgent):
     """Reference: NormalNN exactly. Corrected: GEM projection over per-task memories (margin = reg_coef)."""
 
     name = "GEM"
@@ -117,12 +115,3 @@ class GEM(NormalNN):
             self.update_model(x.to(self.device), y.to(self.device))
         if last_epoch and not self.switches.gem_as_finetune:
             self.memory.add_task(loader.dataset)
-
-    def memory_bytes(self) -> dict[str, int]:
-        return {"images": self.memory.n_bytes()}
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"memory": self.memory.state()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.memory.load_state(state["memory"])

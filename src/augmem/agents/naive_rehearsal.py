@@ -108,7 +108,22 @@ def cycle(loader):
             return
 
 
-class NaiveRehearsal(NormalNN):
+class ImageMemoryAgent(NormalNN):
+    """Shared by the agents that keep a TaskMemory of images (naive rehearsal, GEM, A-GEM): budget and checkpoint."""
+
+    memory: TaskMemory
+
+    def memory_bytes(self) -> dict[str, int]:
+        return {"images": self.memory.n_bytes()}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"memory": self.memory.state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.memory.load_state(state["memory"])
+
+
+class NaiveRehearsal(ImageMemoryAgent):
     """Reference: NormalNN exactly. Corrected: replay of a task memory of ``memory_size`` images."""
 
     name = "NaiveRehearsal"
@@ -133,12 +148,3 @@ class NaiveRehearsal(NormalNN):
                     self.update_model(rx.to(self.device), ry.to(self.device))
         if last_epoch and not self.switches.rehearsal_as_finetune:
             self.memory.add_task(loader.dataset)
-
-    def memory_bytes(self) -> dict[str, int]:
-        return {"images": self.memory.n_bytes()}
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"memory": self.memory.state()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.memory.load_state(state["memory"])
