@@ -13,6 +13,8 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 VENV_BIN="$REPO/.venv/bin"
 export PATH="$VENV_BIN:$PATH"
 WORK=$(mktemp -d /tmp/augmem-slurm.XXXXXX)
+# mktemp makes the folder 0700; the Slurm daemons run as root but munged runs as the munge user and must reach it.
+chmod 0755 "$WORK"
 STATE="$WORK/slurm"
 PIDS=()
 CONF=/etc/slurm/slurm.conf
@@ -58,9 +60,11 @@ fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
 chmod 0400 /etc/munge/munge.key
 if ! munge -n >/dev/null 2>&1; then
-  runuser -u munge -- /usr/sbin/munged --force --pid-file="$STATE/munged.pid" --socket=/run/munge/munge.socket.2
-  sleep 1
-  PIDS+=("$(cat "$STATE/munged.pid")")
+  # The PID file lives in munge's own run folder: munged drops to the munge user and checks its PID-file folder.
+  rm -f /run/munge/augmem-munged.pid
+  runuser -u munge -- /usr/sbin/munged --force --pid-file=/run/munge/augmem-munged.pid --socket=/run/munge/munge.socket.2
+  for _ in $(seq 20); do [ -s /run/munge/augmem-munged.pid ] && break; sleep 0.5; done
+  PIDS+=("$(cat /run/munge/augmem-munged.pid)")
 fi
 munge -n | unmunge >/dev/null
 

@@ -3,61 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-SNAKEMAKE = str(BIN / "snakemake")
-
-
-def env():
-    e = dict(os.environ)
-    e["PATH"] = f"{BIN}:{e.get('PATH', '')}"
-    return e
-
-
-def snakemake(cwd: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
-    proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=cwd, env=env(), capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {args} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def copy_repo(dest: Path) -> Path:
-    """The tracked files of the repository (what a fresh clone has), without outputs of earlier runs."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for f in filter(None, files):
-        src = REPO / f
-        if src.is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
-    return dest
-
-
-def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Job counts per rule from a dry run's 'Job stats' table."""
-    counts, on = {}, False
-    for line in proc.stdout.splitlines():
-        if line.startswith("job ") and "count" in line:
-            on = True
-            continue
-        if on:
-            parts = line.split()
-            if not parts or parts[0] == "total":
-                break
-            if parts[0].startswith("-"):
-                continue
-            counts[parts[0]] = int(parts[1])
-    return counts
+from .helpers import (KILLED_JOB, REPO, SLICE, SNAKEMAKE, assert_same_training_results, copy_repo,
+                      kill_when_checkpointed, planned_jobs, snakemake)
 
 
 def test_default_dag_dry_run():
@@ -84,24 +35,10 @@ def test_bad_config_key_is_named(tmp_path):
     assert "runz" in proc.stdout + proc.stderr
 
 
-SLICE = {
-    "datasets": ["core50_demo", "toybox_demo", "ilab2mlight_demo", "cifar100_demo"],
-    "scenarios": ["class_iid"],
-    "fidelities": ["reference"],
-    "runs": 1,
-    "train": {"datasets": ["core50_demo"], "scenarios": ["class_iid"], "agents": ["lower_bound", "augmem"],
-              "runs": 1, "device": "cpu", "threads": 1, "seed_base": 0},
-    "hparam_overrides": {"augmem": {"n_epoch_first_task": 2}},
-}
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(3000)
-def test_demo_slice_end_to_end_and_incremental(tmp_path):
-    work = copy_repo(tmp_path / "repo")
-    cfg = tmp_path / "slice.yaml"
-    cfg.write_text(yaml.safe_dump(SLICE))
-    snakemake(work, "--configfile", str(cfg))
+def test_demo_slice_end_to_end_and_incremental(slice_run, tmp_path):
+    work, cfg = slice_run
     # every data step produced its outputs, the filelists are in the original layout
     for ds in SLICE["datasets"]:
         stats = json.loads((work / f"data/interim/{ds}/dirmap_stats.json").read_text())
@@ -132,9 +69,31 @@ def test_demo_slice_end_to_end_and_incremental(tmp_path):
     assert len(train_outputs) == 1 and "/augmem/" in train_outputs[0], train_outputs
 
     # changing one data parameter (the iLab balance seed) re-runs only that dataset's downstream steps
-    ds_params = yaml.safe_load((work / "params/datasets.yaml").read_text())
+    # (on the shared slice: the original file is put back, only dry runs see the change)
+    path = work / "params/datasets.yaml"
+    original = path.read_text()
+    ds_params = yaml.safe_load(original)
     ds_params["ilab2mlight_demo"]["balance"]["seed"] = 1
-    (work / "params/datasets.yaml").write_text(yaml.safe_dump(ds_params, sort_keys=False))
-    jobs = planned_jobs(snakemake(work, "--configfile", str(cfg), "-n"))
+    path.write_text(yaml.safe_dump(ds_params, sort_keys=False))
+    try:
+        jobs = planned_jobs(snakemake(work, "--configfile", str(cfg), "-n"))
+    finally:
+        path.write_text(original)
     assert set(jobs) <= {"sample_ilab", "distribute_ilab", "dirmap_stats", "filelists", "all"}, jobs
     assert jobs.get("sample_ilab") == 1 and jobs.get("filelists") == 1, jobs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_killed_snakemake_reruns_to_the_uninterrupted_results(slice_run, tmp_path):
+    """SIGKILL snakemake and its running training job mid-way: no output looks complete, and a plain rerun resumes
+    the job from its last per-task checkpoint and ends with exactly the results of the uninterrupted run."""
+    reference, cfg = slice_run
+    work = copy_repo(tmp_path / "repo")
+    kill_when_checkpointed([SNAKEMAKE, "--cores", "2", "--configfile", str(cfg)], work, KILLED_JOB)
+    snakemake(work, "--configfile", str(cfg))
+    log = (work / "logs/train/core50_demo/reference/class_iid/augmem/run0.log").read_text()
+    assert "resuming from" in log, log[-3000:]
+    assert not (work / KILLED_JOB / "checkpoint.pt").exists()
+    assert_same_training_results(reference, work, "killed and rerun vs uninterrupted Snakemake")
+    assert "Nothing to be done" in snakemake(work, "--configfile", str(cfg), "-n").stdout
