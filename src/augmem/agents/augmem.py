@@ -50,6 +50,40 @@ GRAD_CLAMP = 10.0  # elementwise gradient clamp to [-10, 10]
 STORE_EVERY = 5  # every 5th sample of a class within a batch is stored
 
 
+class MemoryRead(torch.autograd.Function):
+    """read = sharpen(softmax(beta * K M^T)) M for flat keys K (N, F) and memory M (S, F), sharpen(a) = a / (sum a + eps).
+
+    The forward computes exactly the operations of :meth:`MemNet.attention` and :meth:`MemNet.read` (same values).
+    The backward is written out, because autograd's for the N x S attention (N = B*h*w*G, about 11,000 keys per
+    224x224 image) spends most of an AugMem step in a dozen full passes over it (division, its broadcast-sum
+    backward, softmax backward). With p = a / s and s = sum a + eps:
+        g_p = g_r M^T;  g_a = (g_p - <g_p, p>) / s;  g_z = beta * a * (g_a - <g_a, a>)
+        g_K = g_z M;  g_M = p^T g_r + g_z^T K
+    Only a (the softmax) and s are kept for the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, keys: torch.Tensor, memory: torch.Tensor, beta: float) -> torch.Tensor:
+        a = F.softmax(beta * keys.matmul(memory.t()), dim=1)
+        s = a.sum(dim=1, keepdim=True) + 1e-16
+        read = (a / s).matmul(memory)
+        ctx.save_for_backward(keys, memory, a, s)
+        ctx.beta = beta
+        return read
+
+    @staticmethod
+    def backward(ctx, g_read: torch.Tensor):
+        keys, memory, a, s = ctx.saved_tensors
+        g = g_read.matmul(memory.t())  # g_p (N, S), then updated in place
+        g_mem = a.t().matmul(g_read / s)  # p^T g_r
+        # <g_p, p> = <g_p, a> / s, as a batched dot product (no N x S temporary)
+        g.sub_(torch.bmm(g.unsqueeze(1), a.unsqueeze(2)).squeeze(2) / s).div_(s)  # g_a
+        g.sub_(torch.bmm(g.unsqueeze(1), a.unsqueeze(2)).squeeze(2)).mul_(a)  # g_z / beta
+        g_keys = g.matmul(memory).mul_(ctx.beta) if ctx.needs_input_grad[0] else None
+        g_mem = g_mem.add_(g.t().matmul(keys).mul_(ctx.beta))
+        return g_keys, (g_mem if ctx.needs_input_grad[1] else None), None
+
+
 class MemNet(nn.Module):
     """Front ``E``, back ``H`` and the memory ``M`` (``mem_net.Net``).
 
@@ -90,11 +124,24 @@ class MemNet(nn.Module):
         b, h, w = att.shape[:3]
         return att.matmul(self.memory).reshape(b, h, w, self.channels).permute(0, 3, 1, 2)
 
-    def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(direct, out, attention) from front features ``e``; dropout in H is drawn independently for the two calls."""
-        att = self.attention(e)
+    def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(direct, out, attention) from front features ``e``; dropout in H is drawn independently for the two calls.
+
+        With gradients on, the read goes through :class:`MemoryRead` (the same values, a lean backward) and the
+        attention is not returned (None): training does not use it."""
+        if torch.is_grad_enabled() and (e.requires_grad or self.memory.requires_grad):
+            b, c, h, w = e.shape
+            if c != self.channels:
+                raise ValueError(f"feature map has {c} channels, the memory network expects {self.channels}")
+            keys = e.permute(0, 2, 3, 1).reshape(-1, self.n_feat)  # (B*h*w*G, F), channel = g * F + f
+            read = MemoryRead.apply(keys, self.memory, self.beta)
+            read = read.reshape(b, h, w, self.channels).permute(0, 3, 1, 2)
+            att = None
+        else:
+            att = self.attention(e)
+            read = self.read(att)
         direct = self.back(e)
-        out = self.back(self.read(att))
+        out = self.back(read)
         return direct, out, att
 
     def forward_attonly(self, read_flat: torch.Tensor, spatial: tuple[int, int]) -> torch.Tensor:
