@@ -3,28 +3,21 @@ one slot per task; the penalty without 1/2."""
 from __future__ import annotations
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from augmem.agents.ewc import EWC
-from augmem.train.fidelity import train_switches
+
+from .linear import linear_agent, two_label_data
 
 HP = {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "reg_coef": 3.0}
 
 
-class TinyEWC(EWC):
-    def build_model(self):
-        return nn.Sequential(nn.Flatten(), nn.Linear(3, 3))
-
-
 def make(fidelity="reference"):
-    torch.manual_seed(0)
-    return TinyEWC(3, dict(HP), train_switches(fidelity))
+    return linear_agent(EWC, 3, HP, fidelity)
 
 
 def data(seed, labels=(0, 1), n=5):
-    g = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, 3, generator=g), torch.tensor([labels[i % 2] for i in range(n)]))
+    return two_label_data(seed, n, 3, labels)
 
 
 def run_task(agent, ds, task, active, n_epoch=1):

@@ -2,30 +2,21 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from augmem.agents.l2 import L2
-from augmem.train.fidelity import train_switches
+
+from .linear import linear_agent, two_label_data
 
 HP = {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "reg_coef": 2.0, "batch_size": 3}
 
 
-class TinyL2(L2):
-    def build_model(self):
-        return nn.Sequential(nn.Flatten(), nn.Linear(3, 3))
-
-
 def make(fidelity="reference", **hp):
-    torch.manual_seed(0)
-    return TinyL2(3, {**HP, **hp}, train_switches(fidelity))
+    return linear_agent(L2, 3, {**HP, **hp}, fidelity)
 
 
 def data(seed, labels=(0, 1)):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(6, 3, generator=g)
-    y = torch.tensor([labels[i % 2] for i in range(6)])
-    return TensorDataset(x, y)
+    return two_label_data(seed, 6, 3, labels)
 
 
 def run_task(agent, ds, task, active, n_epoch=1):

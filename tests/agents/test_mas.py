@@ -3,32 +3,20 @@ one online slot, in-place accumulation under reference."""
 from __future__ import annotations
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from augmem.agents.mas import MAS
-from augmem.train.fidelity import train_switches
+
+from .linear import learn, linear_agent, two_label_data
 
 HP = {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "reg_coef": 1.0}
 
 
-class TinyMAS(MAS):
-    def build_model(self):
-        return nn.Sequential(nn.Flatten(), nn.Linear(3, 3))
-
-
 def make(fidelity="reference"):
-    torch.manual_seed(0)
-    return TinyMAS(3, dict(HP), train_switches(fidelity))
+    return linear_agent(MAS, 3, HP, fidelity)
 
 
 def data(seed, labels=(0, 1), n=5):
-    g = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, 3, generator=g), torch.tensor([labels[i % 2] for i in range(n)]))
-
-
-def learn(agent, ds, task, epoch, last):
-    agent.learn_stream(DataLoader(ds, batch_size=3), task, epoch, last)
+    return two_label_data(seed, n, 3, labels)
 
 
 def hand_mas(W, b, ds, active, batch=3):

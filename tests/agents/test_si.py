@@ -2,33 +2,25 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from augmem.agents.si import SI
-from augmem.train.fidelity import train_switches
+
+from .linear import learn as learn_batches, linear_agent, two_label_data
 
 LR, MOM, REG = 0.1, 0.9, 5.0
 HP = {"lr": LR, "momentum": MOM, "weight_decay": 0.0, "reg_coef": REG}
 
 
-class TinySI(SI):
-    def build_model(self):
-        return nn.Sequential(nn.Flatten(), nn.Linear(2, 2))
-
-
 def make(fidelity="reference"):
-    torch.manual_seed(0)
-    return TinySI(2, dict(HP), train_switches(fidelity))
+    return linear_agent(SI, 2, HP, fidelity)
 
 
 def data(seed, n=4):
-    g = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, 2, generator=g), torch.tensor([i % 2 for i in range(n)]))
+    return two_label_data(seed, n, 2)
 
 
 def learn(agent, ds, task, epoch, last):
-    agent.learn_stream(DataLoader(ds, batch_size=2), task, epoch, last)
+    learn_batches(agent, ds, task, epoch, last, batch=2)
 
 
 def flat(a):

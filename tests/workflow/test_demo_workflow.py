@@ -91,6 +91,10 @@ def test_killed_snakemake_reruns_to_the_uninterrupted_results(slice_run, tmp_pat
     reference, cfg = slice_run
     work = copy_repo(tmp_path / "repo")
     kill_when_checkpointed([SNAKEMAKE, "--cores", "2", "--configfile", str(cfg)], work, KILLED_JOB)
+    # SIGKILL leaves Snakemake's directory lock behind (SIGINT/SIGTERM release it): unlock, as its message says
+    refused = snakemake(work, "--configfile", str(cfg), check=False)
+    assert refused.returncode != 0 and "--unlock" in refused.stdout + refused.stderr
+    snakemake(work, "--configfile", str(cfg), "--unlock")
     snakemake(work, "--configfile", str(cfg))
     log = (work / "logs/train/core50_demo/reference/class_iid/augmem/run0.log").read_text()
     assert "resuming from" in log, log[-3000:]

@@ -16,20 +16,9 @@ class EWC(RegularizedAgent):
     online_reg = False
 
     def calculate_importance(self, loader) -> ParamDict:
-        importance = self.importance_start()
-        n_batches = len(loader)
-        mode = self.model.training
-        self.model.eval()
-        for x, _ in loader:
-            x = x.to(self.device)
+        def batch_loss(x):
             logits = self.forward(x)
             pred = logits[:, self.active_index].argmax(1)  # position within active = label (contiguous labels)
-            loss = self.criterion(logits, pred, regularization=False)
-            self.model.zero_grad()
-            loss.backward()
-            for n, imp in importance.items():
-                g = self.params[n].grad
-                if g is not None:  # in place: for online EWC under reference this changes the stored slot
-                    imp += g.detach() ** 2 * len(x) / n_batches
-        self.model.train(mode)
-        return importance
+            return self.criterion(logits, pred, regularization=False)
+
+        return self.accumulate_gradient_importance(loader, batch_loss, lambda g, b, n: g ** 2 * b / n)

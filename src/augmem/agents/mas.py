@@ -12,19 +12,7 @@ class MAS(RegularizedAgent):
     online_reg = True
 
     def calculate_importance(self, loader) -> ParamDict:
-        importance = self.importance_start()
-        n_batches = len(loader)
-        mode = self.model.training
-        self.model.eval()
-        for x, _ in loader:
-            x = x.to(self.device)
-            out = self.forward(x)[:, self.active_index]
-            loss = out.pow(2).mean()
-            self.model.zero_grad()
-            loss.backward()
-            for n, imp in importance.items():
-                g = self.params[n].grad
-                if g is not None:
-                    imp += g.detach().abs() / n_batches
-        self.model.train(mode)
-        return importance
+        def batch_loss(x):
+            return self.forward(x)[:, self.active_index].pow(2).mean()
+
+        return self.accumulate_gradient_importance(loader, batch_loss, lambda g, b, n: g.abs() / n)

@@ -65,6 +65,26 @@ class RegularizedAgent(NormalNN):
         """Omega for the current parameters (subclasses)."""
         raise NotImplementedError
 
+    def accumulate_gradient_importance(self, loader, batch_loss, term) -> ParamDict:
+        """The gradient-based importances (EWC, MAS): over the batches of the training loader, in eval mode,
+        ``Omega += term(grad, batch size, number of batches)`` for every parameter with a gradient of
+        ``batch_loss(x)``; accumulated in place into :meth:`importance_start`'s tensors."""
+        importance = self.importance_start()
+        n_batches = len(loader)
+        mode = self.model.training
+        self.model.eval()
+        for x, _ in loader:
+            x = x.to(self.device)
+            loss = batch_loss(x)
+            self.model.zero_grad()
+            loss.backward()
+            for n, imp in importance.items():
+                g = self.params[n].grad
+                if g is not None:  # in place: for online EWC / MAS under reference this changes the stored slot
+                    imp += term(g.detach(), len(x), n_batches)
+        self.model.train(mode)
+        return importance
+
     # ----------------------------------------------------------------------------------------------------- loss
     def reg_loss(self) -> torch.Tensor:
         """sum_slots sum_params sum_elements Omega * (theta - theta*)**2 (0 without slots)."""
