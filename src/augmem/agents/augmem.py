@@ -409,12 +409,19 @@ class AugMemAgent(Agent):
         return self.capacity // len(self.active)
 
     @torch.no_grad()
-    def _eval_batches(self, loader, with_read: bool = False):
+    def _eval_batches(self, loader, with_read: bool = False, select=None):
         """Yield (labels, top-K indices (B, L), direct logits (B, C), read (B, c, h, w) or None) in eval mode.
 
-        The memory path H(read) is not needed here (eval mode: no dropout, so skipping it changes nothing)."""
+        The memory path H(read) is not needed here (eval mode: no dropout, so skipping it changes nothing).
+        ``select(y)`` (optional) gives the rows of a batch that are needed; only those go through the network (in
+        eval mode a sample's outputs do not depend on the rest of its batch) and only those are yielded."""
         self.model.eval()
         for x, y in loader:
+            if select is not None:
+                rows = select(y.to(self.device))
+                if rows.numel() == 0:
+                    continue
+                x, y = x[rows.to(x.device)], y[rows.to(y.device)]
             x, y = x.to(self.device), y.to(self.device)
             e = self.front_forward(x)
             self.spatial = (int(e.shape[2]), int(e.shape[3]))
@@ -445,10 +452,16 @@ class AugMemAgent(Agent):
         classes = self.active_index
         new_idx: dict[int, list[torch.Tensor]] = {c: [] for c in self.active}
         new_log: dict[int, list[torch.Tensor]] = {c: [] for c in self.active}
-        for y, idx, direct, _ in self._eval_batches(loader):
+
+        def stored_rows(y: torch.Tensor) -> torch.Tensor:
+            """Rows of a batch that are stored: every 5th sample of each active class (positions 0, 5, ...)."""
             member = y.view(-1, 1) == classes.view(1, -1)  # (B, |A|)
             rank = member.long().cumsum(0) - 1  # position of each sample among its class's samples in this batch
-            keep = member & (rank % STORE_EVERY == 0)
+            return (member & (rank % STORE_EVERY == 0)).any(1).nonzero().squeeze(1)
+
+        # only the stored rows (about a fifth of the stream) go through the network
+        for y, idx, direct, _ in self._eval_batches(loader, select=stored_rows):
+            keep = y.view(-1, 1) == classes.view(1, -1)  # every yielded row is stored, under its own class
             for j, c in enumerate(self.active):
                 rows = keep[:, j].nonzero().squeeze(1)
                 if rows.numel() == 0:
