@@ -313,6 +313,16 @@ def test_viz_npz_normal_nn(tiny_files, tmp_path):
     assert not any(k.endswith(("_memory", "_top_slots", "_images", "_slot_usage")) for k in z.files)
 
 
+def test_visualize_does_not_change_training(tiny_files, tmp_path):
+    """The visualisation pass leaves the RNG alone: with and without it the same numbers (dropout draws follow)."""
+    hp = {"n_epoch": 2}
+    run_job(NormalNN, tiny_files, tmp_path / "plain", hp=hp)
+    run_job(NormalNN, tiny_files, tmp_path / "viz", hp={**hp, "visualize": True, "viz_per_class": 2})
+    a, b = read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "viz")
+    for key in ("test_all", "test_first", "acc_matrix", "epochs"):
+        assert a[key] == b[key], key
+
+
 def test_augmem_through_the_loop_with_resume(tiny_files, tmp_path):
     from augmem.agents import get_agent_class
 

@@ -473,7 +473,11 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
 
         del loader, test_loader, val_loader  # ends persistent workers
         if hp.get("visualize", False):
-            viz.update(visualization_arrays(agent, test_ds, test_idx, test_labels, pr, t, hp, batch_size, n_workers))
+            # the visualisation pass must not move the RNG (its DataLoader draws a seed from it), or turning
+            # `visualize` on would change the training that follows
+            with torch.random.fork_rng(devices=[agent.device] if agent.device.type == "cuda" else []):
+                viz.update(visualization_arrays(agent, test_ds, test_idx, test_labels, pr, t, hp, batch_size,
+                                                n_workers))
 
         partial["elapsed_s"] = float(partial.get("elapsed_s", 0.0)) + (time.perf_counter() - t_start)
         t_start = time.perf_counter()
