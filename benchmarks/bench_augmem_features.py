@@ -29,40 +29,53 @@ TASKS = [[0, 1], [2, 3]]
 SIZE = 224
 
 
-def breakdown(impl: str, hp: dict, filelist: Path, image_root: Path) -> dict[str, float]:
+def breakdown(impl: str, hp: dict, filelist: Path, image_root: Path, device: str = "cpu") -> dict[str, float]:
     """Milliseconds per image (best of 3, one batch) of what the pixel path adds and of what both paths share:
     decoding + resizing, the frozen front, and AugMem's training step on front features."""
     ds = FilelistDataset(filelist, image_root, study_transform(SIZE))
     b = int(hp["batch_size"])
     best = {"decode_resize": [], "front_forward": [], "augmem_main_step_on_features": []}
     seed_everything(0)
-    agent = get_agent_class(impl)(4, hp, train_switches("reference"), "cpu")
+    agent = get_agent_class(impl)(4, hp, train_switches("reference"), device)
     agent.set_active([0, 1])
-    y = torch.as_tensor(ds.targets[:b])
+    y = torch.as_tensor(ds.targets[:b]).to(device)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     for _ in range(3):
         t = time.perf_counter()
         x = torch.stack([ds[i][0] for i in range(b)])
         best["decode_resize"].append(time.perf_counter() - t)
+        x = x.to(device)
         with torch.no_grad():
+            sync()
             t = time.perf_counter()
             e = agent.model.front(x)
+            sync()
             best["front_forward"].append(time.perf_counter() - t)
         agent.set_inputs_are_features(True)
         agent._train_mode()
         t = time.perf_counter()
         agent.main_step(e, y)
+        sync()
         best["augmem_main_step_on_features"].append(time.perf_counter() - t)
         agent.set_inputs_are_features(False)
     return {k: round(1000 * min(v) / b, 3) for k, v in best.items()}
 
 
 def main(argv=None) -> dict:
-    args = parser(__doc__, "results/benchmarks/augmem_features_224.json").parse_args(argv)
+    p = parser(__doc__, "results/benchmarks/augmem_features_224.json")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (a GPU run also reports peak GPU memory)")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="training images per class and task (default 42; more for a GPU-sized stream)")
+    p.add_argument("--workers", type=int, default=0, help="data-loader workers (0 on the 2-core CPU)")
+    args = p.parse_args(argv)
     t0 = time.perf_counter()
     n_train, n_test = (11, 5) if args.quick else (42, 21)
+    if args.n_train:
+        n_train, n_test = args.n_train, max(args.n_train // 2, 1)
+    cuda = str(args.device).startswith("cuda")
     params = load_params(REPO / "params")
     impl, hp = resolve_hparams(params, "core50", "augmem", "class_iid")
-    hp = {**hp, "n_workers": 0, "visualize": False, "n_epoch": 1, "n_epoch_first_task": None, "image_size": SIZE}
+    hp = {**hp, "n_workers": args.workers, "visualize": False, "n_epoch": 1, "n_epoch_first_task": None, "image_size": SIZE}
     details = {"n_train_per_class_per_task": n_train, "n_test_per_class": n_test, "tasks": TASKS,
                "source_png": "256x256", "image_size": SIZE, "batch_size": hp["batch_size"]}
     figures = []
@@ -90,7 +103,9 @@ def main(argv=None) -> dict:
                              ("front_features", {"image_cache": tmp / "images", "feature_cache": tmp / "features"})):
             switches = train_switches("reference")
             seed_everything(0)
-            agent = get_agent_class(impl)(4, hp, switches, "cpu")
+            agent = get_agent_class(impl)(4, hp, switches, args.device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             m = run_stream(agent, run_dir, image_root, tmp / path, hp=hp, switches=switches, meta={}, seed=0,
                            log=lambda msg: None, **caches)
             assert m["meta"]["inputs"] == path, m["meta"]["inputs"]
@@ -98,11 +113,15 @@ def main(argv=None) -> dict:
             res[path] = {"train_images_per_s": train_ips, "eval_images_per_s": eval_ips, "test_all": m["test_all"]}
             figures.append(figure(f"augmem_train_224/{path}", train_ips, "images/s"))
             figures.append(figure(f"augmem_eval_224/{path}", eval_ips, "images/s"))
+            if cuda:
+                gib = torch.cuda.max_memory_allocated() / 2**30
+                res[path]["gpu_peak_gib"] = gib
+                figures.append(figure(f"augmem_224/{path}/gpu_peak_memory", gib, "GiB"))
         speedup = res["front_features"]["train_images_per_s"] / res["pixels"]["train_images_per_s"]
         figures.append(figure("augmem_train_224/speedup_front_features_vs_pixels", speedup, "x"))
         figures.append(figure("augmem_eval_224/speedup_front_features_vs_pixels",
                               res["front_features"]["eval_images_per_s"] / res["pixels"]["eval_images_per_s"], "x"))
-        ms = breakdown(impl, hp, run_dir / "stream" / "train_task_00_filelist.txt", image_root)
+        ms = breakdown(impl, hp, run_dir / "stream" / "train_task_00_filelist.txt", image_root, args.device)
         details["per_image_ms"] = ms
         for k, v in ms.items():
             figures.append(figure(f"augmem_224_per_image/{k}", v, "ms"))
