@@ -67,6 +67,8 @@ def main(argv=None) -> dict:
     p.add_argument("--n-train", type=int, default=None,
                    help="training images per class and task (default 42; more for a GPU-sized stream)")
     p.add_argument("--workers", type=int, default=0, help="data-loader workers (0 on the 2-core CPU)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (CUDA only)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     n_train, n_test = (11, 5) if args.quick else (42, 21)
@@ -75,7 +77,8 @@ def main(argv=None) -> dict:
     cuda = str(args.device).startswith("cuda")
     params = load_params(REPO / "params")
     impl, hp = resolve_hparams(params, "core50", "augmem", "class_iid")
-    hp = {**hp, "n_workers": args.workers, "visualize": False, "n_epoch": 1, "n_epoch_first_task": None, "image_size": SIZE}
+    hp = {**hp, "n_workers": args.workers, "amp": args.amp, "channels_last": args.channels_last, "visualize": False,
+          "n_epoch": 1, "n_epoch_first_task": None, "image_size": SIZE}
     details = {"n_train_per_class_per_task": n_train, "n_test_per_class": n_test, "tasks": TASKS,
                "source_png": "256x256", "image_size": SIZE, "batch_size": hp["batch_size"]}
     figures = []
@@ -92,7 +95,8 @@ def main(argv=None) -> dict:
         build_image_cache(dirmap, "toybox", image_root, SIZE, tmp / "images", log=lambda m: None)
         t_img = time.perf_counter() - tb
         tb = time.perf_counter()
-        build_feature_cache(tmp / "images", "squeezenet", str(weights), tmp / "features", log=lambda m: None)
+        build_feature_cache(tmp / "images", "squeezenet", str(weights), tmp / "features", device=args.device,
+                            log=lambda m: None)
         t_feat = time.perf_counter() - tb
         details.update(n_cached_images=n_images, image_cache_build_s=round(t_img, 3),
                        feature_cache_build_s=round(t_feat, 3))

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny, learnable, class-incremental image stream in memory and on disk (original file layout)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,21 @@ def tiny_stream():
     tasks = [torch.utils.data.TensorDataset(to_tensor(x), torch.as_tensor(y)) for x, y in train]
     test = torch.utils.data.TensorDataset(to_tensor(tx), torch.as_tensor(ty))
     return tasks, test
+
+
+def add_offline_filelists(run_dir: Path) -> tuple[list[str], list[str]]:
+    """Write ``offline/`` next to the tiny stream (task t = all data of tasks 0..t, as the offline filelists are);
+    returns the lines of the two stream task files."""
+    stream, offline = run_dir / "stream", run_dir / "offline"
+    offline.mkdir()
+    lines0 = (stream / "train_task_00_filelist.txt").read_text().splitlines()
+    lines1 = (stream / "train_task_01_filelist.txt").read_text().splitlines()
+    (offline / "train_task_00_filelist.txt").write_text("\n".join(lines0) + "\n")
+    (offline / "train_task_01_filelist.txt").write_text("\n".join(lines0 + lines1) + "\n")
+    shutil.copy(stream / "test_filelist.txt", offline / "test_filelist.txt")
+    rows = [{"task": t, "label": int(line.split()[-1])} for t, ls in [(0, lines0), (1, lines0 + lines1)] for line in ls]
+    pd.DataFrame(rows).to_csv(offline / "train_all.txt")
+    return lines0, lines1
 
 
 def write_tiny_filelists(root: Path) -> tuple[Path, Path]:

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -19,6 +17,7 @@ from augmem.io import InputError
 from augmem.train.fidelity import train_switches
 from augmem.train.loop import active_nodes, run_stream, split_test
 from augmem.train.seeding import rng_state, seed_everything, set_rng_state
+from conftest import add_offline_filelists  # tests/conftest.py (tests/ is on sys.path)
 
 HP = {"optimizer": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 8, "n_epoch": 1,
       "n_epoch_first_task": 2, "weights": "none", "image_size": 32, "n_workers": 0}
@@ -120,15 +119,7 @@ def test_metrics_contract_normal_nn(tiny_files, tmp_path):
 def test_upper_bound_sees_all_data_so_far(tiny_files, tmp_path):
     """Offline agents read offline/: task t = all data of tasks 0..t (written here by concatenating task files)."""
     image_root, run_dir = tiny_files
-    stream, offline = run_dir / "stream", run_dir / "offline"
-    offline.mkdir()
-    lines0 = (stream / "train_task_00_filelist.txt").read_text().splitlines()
-    lines1 = (stream / "train_task_01_filelist.txt").read_text().splitlines()
-    (offline / "train_task_00_filelist.txt").write_text("\n".join(lines0) + "\n")
-    (offline / "train_task_01_filelist.txt").write_text("\n".join(lines0 + lines1) + "\n")
-    shutil.copy(stream / "test_filelist.txt", offline / "test_filelist.txt")
-    rows = [{"task": t, "label": int(line.split()[-1])} for t, ls in [(0, lines0), (1, lines0 + lines1)] for line in ls]
-    pd.DataFrame(rows).to_csv(offline / "train_all.txt")
+    lines0, lines1 = add_offline_filelists(run_dir)
 
     seen = []
 
