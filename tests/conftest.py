@@ -60,6 +60,15 @@ def tiny_stream():
     return tasks, test
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (the numbers some tests compare depend on the thread count)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def add_offline_filelists(run_dir: Path) -> tuple[list[str], list[str]]:
     """Write ``offline/`` next to the tiny stream (task t = all data of tasks 0..t, as the offline filelists are);
     returns the lines of the two stream task files."""

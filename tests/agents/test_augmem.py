@@ -28,12 +28,7 @@ BASE_HP = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_agent(fidelity="reference", n_class=4, seed=0, overrides=None, **hp) -> AugMemAgent:

@@ -47,12 +47,7 @@ def train_task(agent, ds, t, active):
         agent.learn_stream(loader(ds), task=t, epoch=e, last_epoch=(e == EPOCHS - 1))
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic and fast enough for these tiny nets
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # deterministic and fast enough for these tiny nets
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -37,12 +37,7 @@ AUG_HP = {"optimizer": "SGD", "lr": 0.001, "momentum": 0.9, "weight_decay": 0.0,
           "viz_images_per_class": 2}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_stream(root: Path, n_test: int = 30) -> tuple[Path, Path, Path]:

@@ -27,12 +27,7 @@ CONTRACT_KEYS = {"meta", "hparams", "switches", "primary_path", "paths", "tasks"
                  "val_all", "acc_matrix", "epochs", "timing", "memory_bytes", "memory_bytes_total", "n_test"}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_job(cls, files, out, hp=None, fidelity="reference", seed=0, logs=None, **kw):

@@ -63,6 +63,18 @@ def study_transform(image_size: int = 224) -> transforms.Compose:
     ])
 
 
+def open_rgb(path: str | os.PathLike, where: str | None = None) -> Image.Image:
+    """An image file as an RGB PIL image; InputError naming the file (and ``where`` it is listed) if it is missing
+    or unreadable."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise InputError(f"{path}: image not found" + (f" ({where})" if where else "")) from None
+    except OSError as exc:  # PIL.UnidentifiedImageError and truncated files are OSErrors
+        raise InputError(f"{path}: cannot read image " + (f"({where}): {exc}" if where else f"({exc})")) from None
+
+
 class FilelistDataset(torch.utils.data.Dataset):
     """Images of one filelist, loaded as RGB from ``image_root / path``; items are ``(transform(image), label)``."""
 
@@ -79,16 +91,7 @@ class FilelistDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         lineno, rel, label = self._lines[i]
-        img_path = self.image_root / rel
-        try:
-            with Image.open(img_path) as im:
-                img = im.convert("RGB")
-        except FileNotFoundError:
-            raise InputError(f"{img_path}: image not found (listed in {self.filelist}, line {lineno})") from None
-        except OSError as exc:  # PIL.UnidentifiedImageError and truncated files are OSErrors
-            raise InputError(
-                f"{img_path}: cannot read image (listed in {self.filelist}, line {lineno}): {exc}"
-            ) from None
+        img = open_rgb(self.image_root / rel, where=f"listed in {self.filelist}, line {lineno}")
         if self.transform is not None:
             img = self.transform(img)
         return img, label

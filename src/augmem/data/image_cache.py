@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
-from augmem.data.datasets import IMAGENET_MEAN, IMAGENET_STD, _read_lines, study_transform
+from augmem.data.datasets import IMAGENET_MEAN, IMAGENET_STD, _read_lines, open_rgb, study_transform
 from augmem.data.filelists import CORE50_FIRST_FRAME, CORE50_FRAMES, KINDS, read_dirmap
 from augmem.io import InputError, atomic_path, write_json
 
@@ -53,14 +52,7 @@ def cached_im_paths(dirmap: pd.DataFrame, kind: str, sample_rate: int = 20) -> l
 def decode_image(path: str | os.PathLike, size: int, resize=None) -> np.ndarray:
     """An image file as a (size, size, 3) uint8 array, resized like the study transform; InputError if unreadable."""
     resize = resize or study_transform(size).transforms[0]
-    try:
-        with Image.open(path) as im:
-            img = im.convert("RGB")
-    except FileNotFoundError:
-        raise InputError(f"{path}: image not found") from None
-    except OSError as exc:  # PIL.UnidentifiedImageError and truncated files are OSErrors
-        raise InputError(f"{path}: cannot read image ({exc})") from None
-    arr = np.asarray(resize(img), dtype=np.uint8)
+    arr = np.asarray(resize(open_rgb(path)), dtype=np.uint8)
     if arr.shape != (size, size, 3):
         raise InputError(f"{path}: decoded to shape {arr.shape}, expected {(size, size, 3)}")
     return arr
