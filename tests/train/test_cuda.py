@@ -12,15 +12,12 @@ import torch.nn.functional as F
 
 from augmem.agents import get_agent_class
 from augmem.agents.augmem import MemoryRead
-from augmem.train.fidelity import train_switches
-from augmem.train.loop import run_stream
-from augmem.train.seeding import seed_everything
 from conftest import add_offline_filelists  # tests/conftest.py (tests/ is on sys.path)
+
+from .test_loop import run_job
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-HP = {"optimizer": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 8, "n_epoch": 1,
-      "n_epoch_first_task": 2, "weights": "none", "image_size": 32, "n_workers": 2}
 AUGMEM_HP = {"n_epoch_first_task": None, "memory_Nslots": 10, "memory_Nfeat": 8, "memory_size": 20,
              "freeze_feature_extract": True, "replay_coef": 5, "reg_coef": 1000, "mem_sparse": 5}
 IMPLS = ["NormalNN", "Offline", "L2", "EWC", "EWCOnline", "SI", "MAS", "NaiveRehearsal", "GEM", "AGEM", "iCaRL",
@@ -28,14 +25,11 @@ IMPLS = ["NormalNN", "Offline", "L2", "EWC", "EWCOnline", "SI", "MAS", "NaiveReh
 
 
 def run(impl, files, out, device, fidelity="reference", **hp_extra):
-    image_root, run_dir = files
-    if impl == "Offline" and not (run_dir / "offline").exists():
-        add_offline_filelists(run_dir)
-    hp = {**HP, **(AUGMEM_HP if impl == "AugMem" else {"memory_size": 12, "reg_coef": 1.0}), **hp_extra}
-    switches = train_switches(fidelity)
-    seed_everything(0)
-    agent = get_agent_class(impl)(4, hp, switches, device)
-    run_stream(agent, run_dir, image_root, out, hp=hp, switches=switches, meta={"run": 0}, seed=0, log=lambda m: None)
+    """test_loop's job on ``device``, with loader workers (pinned memory and persistent workers on CUDA)."""
+    if impl == "Offline" and not (files[1] / "offline").exists():
+        add_offline_filelists(files[1])
+    hp = {"n_workers": 2, **(AUGMEM_HP if impl == "AugMem" else {"memory_size": 12, "reg_coef": 1.0}), **hp_extra}
+    run_job(get_agent_class(impl), files, out, hp=hp, fidelity=fidelity, device=device)
     return json.loads((out / "metrics.json").read_text())
 
 

@@ -30,13 +30,13 @@ CONTRACT_KEYS = {"meta", "hparams", "switches", "primary_path", "paths", "tasks"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def run_job(cls, files, out, hp=None, fidelity="reference", seed=0, logs=None, **kw):
+def run_job(cls, files, out, hp=None, fidelity="reference", seed=0, logs=None, device="cpu", **kw):
     """One job as the stage runs it: seed, build the agent, run the stream."""
     image_root, run_dir = files
     hp = {**HP, **(hp or {})}
     switches = train_switches(fidelity, hp.get("switch_overrides"))
     seed_everything(seed)
-    agent = cls(4, hp, switches, "cpu")
+    agent = cls(4, hp, switches, device)
     log = (logs.append if logs is not None else (lambda m: None))
     return run_stream(agent, run_dir, image_root, out, hp=hp, switches=switches, meta={**META, "seed": seed},
                       seed=seed, log=log, **kw), agent
