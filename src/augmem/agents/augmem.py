@@ -74,14 +74,16 @@ class MemoryRead(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_read: torch.Tensor):
         keys, memory, a, s = ctx.saved_tensors
+        need_keys, need_mem = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         g = g_read.matmul(memory.t())  # g_p (N, S), then updated in place
-        g_mem = a.t().matmul(g_read / s)  # p^T g_r
+        g_mem = a.t().matmul(g_read / s) if need_mem else None  # p^T g_r
         # <g_p, p> = <g_p, a> / s, as a batched dot product (no N x S temporary)
         g.sub_(torch.bmm(g.unsqueeze(1), a.unsqueeze(2)).squeeze(2) / s).div_(s)  # g_a
         g.sub_(torch.bmm(g.unsqueeze(1), a.unsqueeze(2)).squeeze(2)).mul_(a)  # g_z / beta
-        g_keys = g.matmul(memory).mul_(ctx.beta) if ctx.needs_input_grad[0] else None
-        g_mem = g_mem.add_(g.t().matmul(keys).mul_(ctx.beta))
-        return g_keys, (g_mem if ctx.needs_input_grad[1] else None), None
+        g_keys = g.matmul(memory).mul_(ctx.beta) if need_keys else None
+        if need_mem:
+            g_mem.add_(g.t().matmul(keys).mul_(ctx.beta))
+        return g_keys, g_mem, None
 
 
 class MemNet(nn.Module):
