@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from augmem.agents import get_agent_class
-from augmem.agents.augmem import AugMemAgent, MemoryRead, herding_select
+import augmem.agents.augmem as augmem_module
+from augmem.agents.augmem import AugMemAgent, MemoryRead, attend, herding_select
 from augmem.io import InputError
 from augmem.train.fidelity import train_switches
 
@@ -62,6 +63,20 @@ def train_two_tasks(agent, tasks, bs=12, epochs=(1, 1)):
 
 
 # ------------------------------------------------------------------------------------------- slow transcriptions
+def published_attention(model, e):
+    """``mem_net.Net`` attention, transcribed: the whole (B, h, w, G, S) tensor, softmax then sharpening."""
+    b, c, h, w = e.shape
+    keys = e.permute(0, 2, 3, 1).reshape(b, h, w, model.n_groups, model.n_feat)
+    att = F.softmax(model.beta * keys.matmul(model.memory.t()), dim=4)
+    return att / (att.sum(dim=4, keepdim=True) + 1e-16)
+
+
+def published_read(model, att):
+    """``mem_net.Net`` read: sum_s a_s M_s per key, reassembled to (B, c, h, w) in (g, f) channel order."""
+    b, h, w = att.shape[:3]
+    return att.matmul(model.memory).reshape(b, h, w, model.channels).permute(0, 3, 1, 2)
+
+
 def slow_update_storage(agent, dl, old_storage, old_used):
     """``updateStorage_epoch`` transcribed literally: float rows [indices | logits], per-sample Python loops."""
     agent.model.eval()
@@ -70,7 +85,8 @@ def slow_update_storage(agent, dl, old_storage, old_used):
     att_read_dict = {cls: [] for cls in active}
     for inputs, target in dl:
         with torch.no_grad():
-            direct, _, att, e = agent.forward_all(inputs)
+            direct, _, _, e = agent.forward_all(inputs)
+            att = published_attention(agent.model, e)
         b, _, h, w = e.shape
         att = att.view(-1, h, w, agent.model.n_groups, agent.n_slots)
         ind = torch.argsort(att, dim=4, descending=True)[:, :, :, :, 0 : agent.top_k].reshape(b, -1)
@@ -125,8 +141,9 @@ def slow_herding(agent, dl, old_storage, frobenius=True):
     features = []
     for inputs, target in dl:
         with torch.no_grad():
-            direct, _, att, _ = agent.forward_all(inputs)
-            read = agent.model.read(att)
+            direct, _, _, e = agent.forward_all(inputs)
+            att = published_attention(agent.model, e)
+            read = published_read(agent.model, att)
         b = inputs.shape[0]
         ind = torch.argsort(att, dim=4, descending=True)[..., 0 : agent.top_k].reshape(b, -1)
         read = read.reshape(b, -1)
@@ -177,9 +194,9 @@ def test_read_is_attention_weighted_sum(size, beta):
     agent.model.eval()
     with torch.no_grad():
         e = agent.model.front(x)
-        att = agent.model.attention(e)
-        read = agent.model.read(att)
-        direct, out, att2 = agent.model(e)
+        att = published_attention(agent.model, e)
+        read, top = agent.model.read_map(e, top_k=3)
+        direct, out, top2 = agent.model(e, top_k=3)
     b, c, h, w = e.shape
     assert (h, w) == ((1, 1) if size == 32 else (3, 3))
     g, f, s = c // 8, 8, 10
@@ -194,17 +211,19 @@ def test_read_is_attention_weighted_sum(size, beta):
         assert torch.allclose(read[:, gi * f + fi], read5[:, :, :, gi, fi], atol=1e-5)
     assert torch.allclose(direct, agent.model.back(e))
     assert torch.allclose(out, agent.model.back(read), atol=1e-5)
-    assert torch.equal(att2, att)
+    assert torch.equal(read, published_read(agent.model, att))  # the chunked read computes the same values
+    assert torch.equal(top, att.topk(3, dim=4).indices) and torch.equal(top2, top)  # most attended first
     # forward_attonly on the (h, w, c)-flattened read gives the memory path
     agent.spatial = (h, w)
     flat = read5.reshape(b, -1)
     assert torch.allclose(agent.forward_attonly(flat), out, atol=1e-5)
 
 
-@pytest.mark.parametrize("beta", [5.0, 0.5])
-def test_memory_read_function_matches_autograd(beta):
-    """The hand-written backward of the fused read equals autograd's on the published formula; the forward is
-    bit-identical to attention() + read()."""
+@pytest.mark.parametrize("beta,rows", [(5.0, 4096), (0.5, 4096), (5.0, 64)])
+def test_memory_read_function_matches_autograd(beta, rows, monkeypatch):
+    """The hand-written, chunked backward of the fused read equals autograd's on the published formula; the forward
+    is bit-identical to it. rows = 64: five chunks of keys, the last one short."""
+    monkeypatch.setattr(augmem_module, "ATTEND_ROWS_CPU", rows)
     torch.manual_seed(0)
     keys = torch.randn(300, 8, dtype=torch.float64, requires_grad=True)
     mem = torch.randn(10, 8, dtype=torch.float64, requires_grad=True)
@@ -226,6 +245,17 @@ def test_memory_read_function_matches_autograd(beta):
     assert torch.allclose(mem.grad, g_mem, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(lambda k, m: MemoryRead.apply(k, m, beta), (keys.detach().requires_grad_(),
                                                                                  mem.detach().requires_grad_()))
+    # only the gradient that is needed: frozen keys (the frozen front) or a frozen memory
+    g_mem_only = torch.autograd.grad((MemoryRead.apply(keys.detach(), mem, beta) * w).sum(), mem)[0]
+    assert torch.allclose(g_mem_only, g_mem, rtol=1e-10, atol=1e-12)
+    g_keys_only = torch.autograd.grad((MemoryRead.apply(keys, mem.detach(), beta) * w).sum(), keys)[0]
+    assert torch.allclose(g_keys_only, g_keys, rtol=1e-10, atol=1e-12)
+    # top-k slots per key, chunk by chunk, as the whole attention ranks them
+    with torch.no_grad():
+        att = F.softmax(beta * keys.matmul(mem.t()), dim=1)
+        att = att / (att.sum(1, keepdim=True) + 1e-16)
+        read, top = attend(keys, mem, beta, top_k=2)
+    assert torch.equal(read, ref.detach()) and torch.equal(top, att.topk(2).indices)
 
 
 def test_training_forward_uses_fused_read_with_same_values():
@@ -234,9 +264,10 @@ def test_training_forward_uses_fused_read_with_same_values():
     e = torch.randn(4, 512, 3, 3).relu()
     agent.model.eval()  # no dropout: both paths are deterministic
     with torch.no_grad():
-        direct0, out0, att0 = agent.model(e)
-    direct1, out1, att1 = agent.model(e)  # gradients on: the fused read (no attention returned)
-    assert att0 is not None and att1 is None
+        direct0, out0, top0 = agent.model(e, top_k=1)
+    direct1, out1, top1 = agent.model(e, top_k=1)  # gradients on: the fused read
+    assert agent.model(e)[2] is None  # no top slots unless asked for
+    assert torch.equal(top0, top1) and top0.shape == (4, 3, 3, 64, 1)
     assert torch.equal(direct0, direct1.detach()) and torch.equal(out0, out1.detach())
     out1.sum().backward()
     assert agent.model.memory.grad is not None and agent.model.memory.grad.abs().sum() > 0
@@ -306,7 +337,8 @@ def test_storage_sizes_and_top_slots(tiny_stream):
     x, y = tasks[0].tensors
     agent.model.eval()
     with torch.no_grad():
-        direct, _, att, _ = agent.forward_all(x)
+        direct, _, _, e = agent.forward_all(x)
+        att = published_attention(agent.model, e)
     cls0 = (y == 0).nonzero().squeeze(1)
     expected = cls0[[5, 10]]  # the kept samples, most recent last
     assert torch.equal(agent.storage_idx[0].long(), att.argmax(-1).reshape(len(x), -1)[expected])

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from augmem.agents import get_agent_class
+import augmem.agents.augmem as augmem_module
 from augmem.agents.augmem import MemoryRead
 from conftest import add_offline_filelists  # tests/conftest.py (tests/ is on sys.path)
 
@@ -52,7 +53,9 @@ def test_cuda_accuracy_close_to_cpu(tiny_files, tmp_path):
         assert abs(x - y) <= 15.0, (a["test_all"], b["test_all"])
 
 
-def test_memory_read_backward_on_cuda():
+@pytest.mark.parametrize("rows", [1 << 17, 1024])
+def test_memory_read_backward_on_cuda(rows, monkeypatch):
+    monkeypatch.setattr(augmem_module, "ATTEND_ROWS_CUDA", rows)  # 1024: five chunks of keys
     torch.manual_seed(0)
     keys = torch.randn(5000, 8, dtype=torch.float64, device="cuda", requires_grad=True)
     mem = torch.randn(100, 8, dtype=torch.float64, device="cuda", requires_grad=True)

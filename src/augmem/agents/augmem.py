@@ -50,39 +50,84 @@ GRAD_CLAMP = 10.0  # elementwise gradient clamp to [-10, 10]
 STORE_EVERY = 5  # every 5th sample of a class within a batch is stored
 
 
-class MemoryRead(torch.autograd.Function):
-    """read = sharpen(softmax(beta * K M^T)) M for flat keys K (N, F) and memory M (S, F), sharpen(a) = a / (sum a + eps).
+# Keys per chunk of the attention. The attention is N x S (N = B*h*w*G keys, about 11,000 per 224x224 image; S slots);
+# computed whole, each of its element-wise passes streams ~90 MB (batch 21) through memory, which is what a CPU step
+# waits for. In chunks of 4,096 keys (1.6 MB at S = 100) every pass stays in cache: the same values per key, 3-4x
+# faster on the 2-core CPU. A GPU prefers big kernels, so it gets chunks of 2**17 keys.
+ATTEND_ROWS_CPU = 4096
+ATTEND_ROWS_CUDA = 1 << 17
 
-    The forward computes exactly the operations of :meth:`MemNet.attention` and :meth:`MemNet.read` (same values).
-    The backward is written out, because autograd's for the N x S attention (N = B*h*w*G, about 11,000 keys per
-    224x224 image) spends most of an AugMem step in a dozen full passes over it (division, its broadcast-sum
-    backward, softmax backward). With p = a / s and s = sum a + eps:
+
+def _chunk_rows(t: torch.Tensor) -> int:
+    return ATTEND_ROWS_CUDA if t.is_cuda else ATTEND_ROWS_CPU
+
+
+def _softmax_rows(keys: torch.Tensor, memory: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """a = softmax(beta * K M^T) over slots and s = sum a + 1e-16 (the sharpening denominator, gamma = 1)."""
+    a = F.softmax(beta * keys.matmul(memory.t()), dim=1)
+    return a, a.sum(dim=1, keepdim=True).add_(1e-16)
+
+
+@torch.no_grad()
+def attend(keys: torch.Tensor, memory: torch.Tensor, beta: float, top_k: int = 0,
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Read vectors (N, F) of flat keys (N, F) from the memory (S, F), and the indices (N, top_k) of each key's
+    ``top_k`` most attended slots (most attended first; None for top_k = 0), computed chunk by chunk.
+
+    Per key: p = sharpen(softmax(beta * <k, M_s>)), read = sum_s p_s M_s (spec 6.4 steps 3-5). No autograd: the
+    training forward goes through :class:`MemoryRead`, which calls this for its values.
+    """
+    n = keys.shape[0]
+    read = keys.new_empty(n, memory.shape[1])
+    top = torch.empty(n, top_k, dtype=torch.long, device=keys.device) if top_k else None
+    rows = _chunk_rows(keys)
+    for i in range(0, n, rows):
+        a, s = _softmax_rows(keys[i:i + rows], memory, beta)
+        p = a.div_(s)
+        if top is not None:
+            top[i:i + rows] = p.topk(top_k, dim=1, largest=True, sorted=True).indices
+        read[i:i + rows] = p.matmul(memory)
+    return read, top
+
+
+class MemoryRead(torch.autograd.Function):
+    """read = sharpen(softmax(beta * K M^T)) M for flat keys K (N, F) and memory M (S, F),
+    sharpen(a) = a / (sum a + eps).
+
+    The forward is :func:`attend` (chunked). The backward is written out and chunked too: autograd would keep the
+    N x S attention and make a dozen full passes over it (division, its broadcast-sum backward, softmax backward).
+    Each chunk's attention is recomputed instead of stored (cheap next to streaming it from memory). With p = a / s
+    and s = sum a + eps:
         g_p = g_r M^T;  g_a = (g_p - <g_p, p>) / s;  g_z = beta * a * (g_a - <g_a, a>)
         g_K = g_z M;  g_M = p^T g_r + g_z^T K
-    Only a (the softmax) and s are kept for the backward.
     """
 
     @staticmethod
     def forward(ctx, keys: torch.Tensor, memory: torch.Tensor, beta: float) -> torch.Tensor:
-        a = F.softmax(beta * keys.matmul(memory.t()), dim=1)
-        s = a.sum(dim=1, keepdim=True) + 1e-16
-        read = (a / s).matmul(memory)
-        ctx.save_for_backward(keys, memory, a, s)
+        ctx.save_for_backward(keys, memory)
         ctx.beta = beta
-        return read
+        return attend(keys, memory, beta)[0]
 
     @staticmethod
     def backward(ctx, g_read: torch.Tensor):
-        keys, memory, a, s = ctx.saved_tensors
+        keys, memory = ctx.saved_tensors
         need_keys, need_mem = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        g = g_read.matmul(memory.t())  # g_p (N, S), then updated in place
-        g_mem = a.t().matmul(g_read / s) if need_mem else None  # p^T g_r
-        # <g_p, p> = <g_p, a> / s, as a batched dot product (no N x S temporary)
-        g.sub_(torch.bmm(g.unsqueeze(1), a.unsqueeze(2)).squeeze(2) / s).div_(s)  # g_a
-        g.sub_(torch.bmm(g.unsqueeze(1), a.unsqueeze(2)).squeeze(2)).mul_(a)  # g_z / beta
-        g_keys = g.matmul(memory).mul_(ctx.beta) if need_keys else None
-        if need_mem:
-            g_mem.add_(g.t().matmul(keys).mul_(ctx.beta))
+        beta = ctx.beta
+        g_keys = torch.empty_like(keys) if need_keys else None
+        g_mem = torch.zeros_like(memory) if need_mem else None
+        rows = _chunk_rows(keys)
+        for i in range(0, keys.shape[0], rows):
+            k, g_r = keys[i:i + rows], g_read[i:i + rows]
+            a, s = _softmax_rows(k, memory, beta)
+            if need_mem:
+                g_mem.addmm_(a.t(), g_r / s)  # p^T g_r
+            g = g_r.matmul(memory.t())  # g_p, then updated in place
+            g.sub_((g * a).sum(dim=1, keepdim=True).div_(s)).div_(s)  # g_a (<g_p, p> = <g_p, a> / s)
+            g.sub_((g * a).sum(dim=1, keepdim=True)).mul_(a)  # g_z / beta
+            if need_keys:
+                g_keys[i:i + rows] = g.matmul(memory).mul_(beta)
+            if need_mem:
+                g_mem.addmm_(g.t(), k, alpha=beta)
         return g_keys, g_mem, None
 
 
@@ -111,40 +156,33 @@ class MemNet(nn.Module):
     def __getitem__(self, i: int) -> nn.Module:
         return (self.front, self.back)[i]
 
-    def attention(self, e: torch.Tensor) -> torch.Tensor:
-        """Attention (B, h, w, G, S) of every key of the feature map ``e`` (B, c, h, w) over the memory slots."""
+    def read_map(self, e: torch.Tensor, top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Read map (B, c, h, w) of the feature map ``e`` (B, c, h, w), and the (B, h, w, G, top_k) indices of the
+        most attended slots of every key (None for top_k = 0).
+
+        Every location's channels split into G groups of F consecutive channels (channel = g * F + f); each group is
+        a key that reads the memory; the reads are reassembled in the same channel order. With gradients on, the
+        read goes through :class:`MemoryRead`.
+        """
         b, c, h, w = e.shape
         if c != self.channels:
             raise ValueError(f"feature map has {c} channels, the memory network expects {self.channels}")
-        keys = e.permute(0, 2, 3, 1).reshape(b, h, w, self.n_groups, self.n_feat)  # channel = g * F + f
-        att = F.softmax(self.beta * keys.matmul(self.memory.t()), dim=4)
-        # sharpening with gamma = 1 (kept because it changes the values by rounding, exactly as published)
-        return att / (att.sum(dim=4, keepdim=True) + 1e-16)
-
-    def read(self, att: torch.Tensor) -> torch.Tensor:
-        """Read map (B, c, h, w): sum_s a_s M_s per key, reassembled in the keys' (g, f) channel order."""
-        b, h, w = att.shape[:3]
-        return att.matmul(self.memory).reshape(b, h, w, self.channels).permute(0, 3, 1, 2)
-
-    def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(direct, out, attention) from front features ``e``; dropout in H is drawn independently for the two calls.
-
-        With gradients on, the read goes through :class:`MemoryRead` (the same values, a lean backward) and the
-        attention is not returned (None): training does not use it."""
+        keys = e.permute(0, 2, 3, 1).reshape(-1, self.n_feat)  # (B*h*w*G, F) in (b, i, j, g) order
         if torch.is_grad_enabled() and (e.requires_grad or self.memory.requires_grad):
-            b, c, h, w = e.shape
-            if c != self.channels:
-                raise ValueError(f"feature map has {c} channels, the memory network expects {self.channels}")
-            keys = e.permute(0, 2, 3, 1).reshape(-1, self.n_feat)  # (B*h*w*G, F), channel = g * F + f
             read = MemoryRead.apply(keys, self.memory, self.beta)
-            read = read.reshape(b, h, w, self.channels).permute(0, 3, 1, 2)
-            att = None
+            top = attend(keys.detach(), self.memory.detach(), self.beta, top_k)[1] if top_k else None
         else:
-            att = self.attention(e)
-            read = self.read(att)
+            read, top = attend(keys, self.memory, self.beta, top_k)
+        read = read.reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return read, (top.reshape(b, h, w, self.n_groups, top_k) if top is not None else None)
+
+    def forward(self, e: torch.Tensor, top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(direct, out, top slots or None) from front features ``e``; dropout in H is drawn independently for
+        the two calls."""
+        read, top = self.read_map(e, top_k)
         direct = self.back(e)
         out = self.back(read)
-        return direct, out, att
+        return direct, out, top
 
     def forward_attonly(self, read_flat: torch.Tensor, spatial: tuple[int, int]) -> torch.Tensor:
         """H applied to flat read vectors laid out (h, w, c) per sample, as the stored-index replay builds them."""
@@ -216,22 +254,20 @@ class AugMemAgent(Agent):
         """Direct-path logits over all C classes (what viz.npz stores as ``logits``)."""
         return self.model.back(self.front_forward(x))
 
-    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(direct, out, attention, e) for an input batch (images or cached front features)."""
+    def forward_all(self, x: torch.Tensor, top_k: int = 0
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(direct, out, top slots (B, h, w, G, top_k) or None, e) for an input batch (images or cached front
+        features)."""
         e = self.front_forward(x)
         self.spatial = (int(e.shape[2]), int(e.shape[3]))
-        direct, out, att = self.model(e)
-        return direct, out, att, e
+        direct, out, top = self.model(e, top_k)
+        return direct, out, top, e
 
     def forward_attonly(self, read_flat: torch.Tensor) -> torch.Tensor:
         """Logits of H on flat (h, w, c)-ordered read vectors."""
         if self.spatial is None:
             raise RuntimeError("the spatial size of the feature map is unknown before the first forward pass")
         return self.model.forward_attonly(read_flat, self.spatial)
-
-    def top_slots(self, att: torch.Tensor, k: int | None = None) -> torch.Tensor:
-        """Indices (B, h, w, G, K) of the K most attended slots, most attended first."""
-        return att.topk(k or self.top_k, dim=4, largest=True, sorted=True).indices
 
     # ----------------------------------------------------------------------------------------------------- modes
     def _train_mode(self) -> None:
@@ -427,10 +463,10 @@ class AugMemAgent(Agent):
             x, y = x.to(self.device), y.to(self.device)
             e = self.front_forward(x)
             self.spatial = (int(e.shape[2]), int(e.shape[3]))
-            att = self.model.attention(e)
+            read, top = self.model.read_map(e, self.top_k)
             direct = self.model.back(e)
-            idx = self.top_slots(att).reshape(x.shape[0], -1).to(self.index_dtype)
-            yield y, idx, direct.float(), (self.model.read(att) if with_read else None)
+            idx = top.reshape(x.shape[0], -1).to(self.index_dtype)
+            yield y, idx, direct.float(), (read if with_read else None)
 
     def _after_storage_update(self) -> None:
         """Cumulative used-slot list, M_bar refresh (published), cache invalidation."""
@@ -518,8 +554,8 @@ class AugMemAgent(Agent):
     def visualization(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"top_slots": (n, h, w, G) int32}: the most attended slot of every location and group."""
         self.model.eval()
-        _, _, att, _ = self.forward_all(x.to(self.device))
-        return {"top_slots": self.top_slots(att, 1)[..., 0].to(torch.int32).cpu()}
+        _, _, top, _ = self.forward_all(x.to(self.device), top_k=1)
+        return {"top_slots": top[..., 0].to(torch.int32).cpu()}
 
     def memory_matrix(self) -> torch.Tensor:
         return self.model.memory.detach().float().cpu().clone()
