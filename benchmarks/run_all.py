@@ -3,7 +3,7 @@
 Each benchmark runs in its own process (``python -m benchmarks.<name> --out results/benchmarks/<name>.json``), so
 its peak memory (``ru_maxrss`` of that process and its children, from ``wait4``) is its own. The summary is a list
 of ``{"name", "value", "unit", "machine"}`` entries: every figure of every benchmark, plus ``<benchmark>/peak_rss``
-(MiB) and ``<benchmark>/wall`` (s). About 4 minutes on 2 CPU cores.
+(MiB) and ``<benchmark>/wall`` (s). About 2.5 minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
