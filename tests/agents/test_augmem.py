@@ -63,12 +63,17 @@ def train_two_tasks(agent, tasks, bs=12, epochs=(1, 1)):
 
 
 # ------------------------------------------------------------------------------------------- slow transcriptions
+def published_attention_of_keys(keys, memory, beta):
+    """``mem_net.Net`` attention of keys (..., F) over the slots of ``memory`` (S, F): softmax, then sharpening."""
+    att = F.softmax(beta * keys.matmul(memory.t()), dim=-1)
+    return att / (att.sum(dim=-1, keepdim=True) + 1e-16)
+
+
 def published_attention(model, e):
-    """``mem_net.Net`` attention, transcribed: the whole (B, h, w, G, S) tensor, softmax then sharpening."""
+    """``mem_net.Net`` attention, transcribed: the whole (B, h, w, G, S) tensor."""
     b, c, h, w = e.shape
     keys = e.permute(0, 2, 3, 1).reshape(b, h, w, model.n_groups, model.n_feat)
-    att = F.softmax(model.beta * keys.matmul(model.memory.t()), dim=4)
-    return att / (att.sum(dim=4, keepdim=True) + 1e-16)
+    return published_attention_of_keys(keys, model.memory, model.beta)
 
 
 def published_read(model, att):
@@ -197,6 +202,7 @@ def test_read_is_attention_weighted_sum(size, beta):
         att = published_attention(agent.model, e)
         read, top = agent.model.read_map(e, top_k=3)
         direct, out, top2 = agent.model(e, top_k=3)
+        no_read, top3 = agent.model.read_map(e, top_k=3, with_read=False)
     b, c, h, w = e.shape
     assert (h, w) == ((1, 1) if size == 32 else (3, 3))
     g, f, s = c // 8, 8, 10
@@ -213,6 +219,7 @@ def test_read_is_attention_weighted_sum(size, beta):
     assert torch.allclose(out, agent.model.back(read), atol=1e-5)
     assert torch.equal(read, published_read(agent.model, att))  # the chunked read computes the same values
     assert torch.equal(top, att.topk(3, dim=4).indices) and torch.equal(top2, top)  # most attended first
+    assert no_read is None and torch.equal(top3, top)
     # forward_attonly on the (h, w, c)-flattened read gives the memory path
     agent.spatial = (h, w)
     flat = read5.reshape(b, -1)
@@ -230,9 +237,7 @@ def test_memory_read_function_matches_autograd(beta, rows, monkeypatch):
     w = torch.randn(300, 8, dtype=torch.float64)
 
     def published(k, m):
-        att = F.softmax(beta * k.matmul(m.t()), dim=1)
-        att = att / (att.sum(dim=1, keepdim=True) + 1e-16)
-        return att.matmul(m)
+        return published_attention_of_keys(k, m, beta).matmul(m)
 
     ref = published(keys, mem)
     (ref * w).sum().backward()
@@ -252,10 +257,11 @@ def test_memory_read_function_matches_autograd(beta, rows, monkeypatch):
     assert torch.allclose(g_keys_only, g_keys, rtol=1e-10, atol=1e-12)
     # top-k slots per key, chunk by chunk, as the whole attention ranks them
     with torch.no_grad():
-        att = F.softmax(beta * keys.matmul(mem.t()), dim=1)
-        att = att / (att.sum(1, keepdim=True) + 1e-16)
+        att = published_attention_of_keys(keys, mem, beta)
         read, top = attend(keys, mem, beta, top_k=2)
+        no_read, top_only = attend(keys, mem, beta, top_k=2, with_read=False)
     assert torch.equal(read, ref.detach()) and torch.equal(top, att.topk(2).indices)
+    assert no_read is None and torch.equal(top_only, top)
 
 
 def test_training_forward_uses_fused_read_with_same_values():

@@ -8,12 +8,13 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from augmem.agents import get_agent_class
 import augmem.agents.augmem as augmem_module
+from augmem.agents import get_agent_class
 from augmem.agents.augmem import MemoryRead
 from conftest import add_offline_filelists  # tests/conftest.py (tests/ is on sys.path)
+
+from agents.test_augmem import published_attention_of_keys  # the published formula, tests/agents
 
 from .test_loop import run_job
 
@@ -60,8 +61,7 @@ def test_memory_read_backward_on_cuda(rows, monkeypatch):
     keys = torch.randn(5000, 8, dtype=torch.float64, device="cuda", requires_grad=True)
     mem = torch.randn(100, 8, dtype=torch.float64, device="cuda", requires_grad=True)
     w = torch.randn(5000, 8, dtype=torch.float64, device="cuda")
-    att = F.softmax(5.0 * keys.matmul(mem.t()), dim=1)
-    ref = (att / (att.sum(dim=1, keepdim=True) + 1e-16)).matmul(mem)
+    ref = published_attention_of_keys(keys, mem, 5.0).matmul(mem)
     (ref * w).sum().backward()
     g_keys, g_mem = keys.grad.clone(), mem.grad.clone()
     keys.grad = mem.grad = None

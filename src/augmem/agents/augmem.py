@@ -69,16 +69,17 @@ def _softmax_rows(keys: torch.Tensor, memory: torch.Tensor, beta: float) -> tupl
 
 
 @torch.no_grad()
-def attend(keys: torch.Tensor, memory: torch.Tensor, beta: float, top_k: int = 0,
-           ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Read vectors (N, F) of flat keys (N, F) from the memory (S, F), and the indices (N, top_k) of each key's
-    ``top_k`` most attended slots (most attended first; None for top_k = 0), computed chunk by chunk.
+def attend(keys: torch.Tensor, memory: torch.Tensor, beta: float, top_k: int = 0, with_read: bool = True,
+           ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Read vectors (N, F) of flat keys (N, F) from the memory (S, F) (None without ``with_read``), and the indices
+    (N, top_k) of each key's ``top_k`` most attended slots (most attended first; None for top_k = 0), computed chunk
+    by chunk.
 
     Per key: p = sharpen(softmax(beta * <k, M_s>)), read = sum_s p_s M_s (spec 6.4 steps 3-5). No autograd: the
     training forward goes through :class:`MemoryRead`, which calls this for its values.
     """
     n = keys.shape[0]
-    read = keys.new_empty(n, memory.shape[1])
+    read = keys.new_empty(n, memory.shape[1]) if with_read else None
     top = torch.empty(n, top_k, dtype=torch.long, device=keys.device) if top_k else None
     rows = _chunk_rows(keys)
     for i in range(0, n, rows):
@@ -86,7 +87,8 @@ def attend(keys: torch.Tensor, memory: torch.Tensor, beta: float, top_k: int = 0
         p = a.div_(s)
         if top is not None:
             top[i:i + rows] = p.topk(top_k, dim=1, largest=True, sorted=True).indices
-        read[i:i + rows] = p.matmul(memory)
+        if read is not None:
+            read[i:i + rows] = p.matmul(memory)
     return read, top
 
 
@@ -156,9 +158,10 @@ class MemNet(nn.Module):
     def __getitem__(self, i: int) -> nn.Module:
         return (self.front, self.back)[i]
 
-    def read_map(self, e: torch.Tensor, top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Read map (B, c, h, w) of the feature map ``e`` (B, c, h, w), and the (B, h, w, G, top_k) indices of the
-        most attended slots of every key (None for top_k = 0).
+    def read_map(self, e: torch.Tensor, top_k: int = 0, with_read: bool = True
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Read map (B, c, h, w) of the feature map ``e`` (B, c, h, w) (None without ``with_read``), and the
+        (B, h, w, G, top_k) indices of the most attended slots of every key (None for top_k = 0).
 
         Every location's channels split into G groups of F consecutive channels (channel = g * F + f); each group is
         a key that reads the memory; the reads are reassembled in the same channel order. With gradients on, the
@@ -168,12 +171,13 @@ class MemNet(nn.Module):
         if c != self.channels:
             raise ValueError(f"feature map has {c} channels, the memory network expects {self.channels}")
         keys = e.permute(0, 2, 3, 1).reshape(-1, self.n_feat)  # (B*h*w*G, F) in (b, i, j, g) order
-        if torch.is_grad_enabled() and (e.requires_grad or self.memory.requires_grad):
+        if with_read and torch.is_grad_enabled() and (e.requires_grad or self.memory.requires_grad):
             read = MemoryRead.apply(keys, self.memory, self.beta)
-            top = attend(keys.detach(), self.memory.detach(), self.beta, top_k)[1] if top_k else None
+            top = attend(keys, self.memory, self.beta, top_k, with_read=False)[1] if top_k else None
         else:
-            read, top = attend(keys, self.memory, self.beta, top_k)
-        read = read.reshape(b, h, w, c).permute(0, 3, 1, 2)
+            read, top = attend(keys, self.memory, self.beta, top_k, with_read)
+        if read is not None:
+            read = read.reshape(b, h, w, c).permute(0, 3, 1, 2)
         return read, (top.reshape(b, h, w, self.n_groups, top_k) if top is not None else None)
 
     def forward(self, e: torch.Tensor, top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -463,10 +467,10 @@ class AugMemAgent(Agent):
             x, y = x.to(self.device), y.to(self.device)
             e = self.front_forward(x)
             self.spatial = (int(e.shape[2]), int(e.shape[3]))
-            read, top = self.model.read_map(e, self.top_k)
+            read, top = self.model.read_map(e, self.top_k, with_read=with_read)
             direct = self.model.back(e)
             idx = top.reshape(x.shape[0], -1).to(self.index_dtype)
-            yield y, idx, direct.float(), (read if with_read else None)
+            yield y, idx, direct.float(), read
 
     def _after_storage_update(self) -> None:
         """Cumulative used-slot list, M_bar refresh (published), cache invalidation."""
