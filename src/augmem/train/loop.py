@@ -387,9 +387,7 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
     else:
         partial = _new_partial(paths, use_val)
         first_task = 0
-    for stale in ("metrics.json", "viz.npz"):
-        if (out_dir / stale).exists():
-            (out_dir / stale).unlink()
+    # a finished run's metrics.json / viz.npz stay in place until the new ones replace them (atomically, at the end)
 
     for t in range(first_task, n_tasks):
         agent.set_active(active[t])
@@ -500,11 +498,11 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
         "memory_bytes": mem, "memory_bytes_total": int(sum(mem.values())), "n_test": len(test_idx),
     }
     metrics = to_json_safe(metrics)
-    if hp.get("visualize", False):
-        viz["meta_json"] = np.asarray(json.dumps({
-            "n_tasks": n_tasks, "tasks": labels,
-            "class_names": {str(k): v for k, v in (class_names or {}).items()}}))
-        write_npz(out_dir / "viz.npz", viz)
+    # viz.npz is always written (a declared output of the train rule): with visualize off it holds only meta_json
+    viz["meta_json"] = np.asarray(json.dumps({
+        "n_tasks": n_tasks, "tasks": labels, "visualize": bool(hp.get("visualize", False)),
+        "class_names": {str(k): v for k, v in (class_names or {}).items()}}))
+    write_npz(out_dir / "viz.npz", viz)
     write_json(out_dir / "metrics.json", metrics)
     remove_checkpoint(out_dir)
     return metrics
