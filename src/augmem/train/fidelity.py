@@ -17,6 +17,11 @@ class TrainSwitches:
     """12.12: keep-best picks the epoch with the best *test* accuracy (the original's --validate crashed). Corrected:
     pick on a held-out validation split (25 % of the test set, seeded by the run; reported test accuracy then uses
     the remaining 75 %)."""
+    topk_prediction_ties: bool = True
+    """5.1: predictions are ``output[:, active].topk(1, 1, True, True)`` (the original's utils/metric.py), whose
+    choice among tied (or NaN) scores differs from ``argmax`` (first index). It matters when a diverged network gives
+    all-zero or NaN scores: reported accuracies then differ by up to 50 points on identical weights. Corrected:
+    ``argmax`` (first of the tied classes)."""
 
     # --- AugMem (spec 6.4, 12.24) ---
     augmem_bce_direct_student: bool = True
@@ -39,6 +44,11 @@ class TrainSwitches:
     augmem_top1_only_replay: bool = True
     """12.24: replay rebuilds the read from the top-1 slot only (correct only for memory_topK = 1; K > 1 silently
     mixes batch and content). Corrected: for K > 1 the read is the mean of the K stored slots at each location."""
+    augmem_argsort_slot_ties: bool = True
+    """6.4: the stored / visualised top-K slots of each key are ``torch.argsort(att, descending=True)[..., :K]``
+    (storage and herding updates), whose order among tied attention values differs from ``topk``'s. Keys whose
+    feature channels are all zero give an exact S-way tie (0.1 % of keys, but a third of the samples on the demo
+    stream), so the stored hypotheses differ. Corrected: ``topk`` (faster; ties broken by topk's order)."""
 
     # --- regularisers L2 / EWC / online EWC / SI / MAS (spec 6.2, 12.23) ---
     reg_importance_every_epoch: bool = True
