@@ -628,3 +628,63 @@ def test_learns_tiny_stream(tiny_stream):
         agent.learn_stream(loader(up(tasks[0]), 4), task=0, epoch=e, last_epoch=e == 4)
     acc = agent.evaluate(loader(test0, 12))
     assert acc["mem"] >= 80.0, acc
+
+
+# ------------------------------------------------------------------------------------------- tie order (spec 6.4)
+def _features_with_exact_ties(n=10, size=3, seed=0):
+    """Front features (n, 512, size, size) in which a third of the 8-channel key groups are all zero: such a key
+    attends every slot equally (an exact S-way tie), as the all-zero ReLU groups of real feature maps do."""
+    g = torch.Generator().manual_seed(seed)
+    e = torch.rand(n, 512, size, size, generator=g)
+    keys = e.view(n, 64, 8, size, size)
+    keys[:, ::3] = 0.0
+    y = torch.arange(n) % 2
+    return TensorDataset(e, y)
+
+
+def _topk_update_storage(agent, dl, old_storage, old_used, monkeypatch):
+    """The slow transcription with ``topk`` in place of the published argsort."""
+    real_argsort = torch.argsort
+
+    def argsort_by_topk(t, dim=-1, descending=False):
+        assert descending and dim == 4
+        return t.topk(agent.top_k, dim=dim, largest=True, sorted=True).indices  # topk's tie order depends on k
+
+    monkeypatch.setattr(torch, "argsort", argsort_by_topk)
+    try:
+        return slow_update_storage(agent, dl, old_storage, old_used)
+    finally:
+        monkeypatch.setattr(torch, "argsort", real_argsort)
+
+
+@pytest.mark.parametrize("fidelity", ["reference", "corrected"])
+def test_stored_slots_follow_published_argsort_tie_order(fidelity, monkeypatch):
+    """Reference stores the slots ``torch.argsort(att, descending=True)[..., :K]`` picks, also for exactly tied
+    attention (all-zero keys); corrected uses topk, whose tie order differs. Keys are fed as cached front features."""
+    agent = make_agent(fidelity, memory_topK=2, memory_size=10, memory_Nslots=100)
+    agent.set_inputs_are_features(True)
+    agent.set_active([0, 1])
+    ds = _features_with_exact_ties()
+    dl = loader(ds, 10)
+    old, old_used = float_storage(agent), agent.used.clone()
+    agent.update_storage(dl)
+    published, used_published = slow_update_storage(agent, dl, old, old_used)
+    by_topk, used_topk = _topk_update_storage(agent, dl, old, old_used, monkeypatch)
+    # the tie is real and the two orders differ on it (else this test would not tell them apart)
+    assert not torch.equal(published[0][:, :-agent.n_class], by_topk[0][:, :-agent.n_class])
+    expected, used = (published, used_published) if fidelity == "reference" else (by_topk, used_topk)
+    assert_storage_equal(agent, expected)
+    assert torch.equal(agent.used, used)
+
+
+def test_attend_argsort_order_is_independent_of_chunking(monkeypatch):
+    """Sorting is per key: chunked argsort equals one argsort over the whole (B, h, w, G, S) attention."""
+    ds = _features_with_exact_ties(n=6, size=5)
+    agent = make_agent(memory_Nslots=100)
+    e = ds.tensors[0]
+    att = published_attention(agent.model, e)
+    whole = torch.argsort(att, dim=4, descending=True)[..., :3].reshape(-1, 3)
+    keys = e.permute(0, 2, 3, 1).reshape(-1, 8)
+    monkeypatch.setattr(augmem_module, "ATTEND_ROWS_CPU", 7)
+    _, top = attend(keys, agent.model.memory.detach(), agent.model.beta, 3, with_read=False, argsort_ties=True)
+    assert torch.equal(top, whole)

@@ -70,13 +70,17 @@ def _softmax_rows(keys: torch.Tensor, memory: torch.Tensor, beta: float) -> tupl
 
 @torch.no_grad()
 def attend(keys: torch.Tensor, memory: torch.Tensor, beta: float, top_k: int = 0, with_read: bool = True,
-           ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+           argsort_ties: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Read vectors (N, F) of flat keys (N, F) from the memory (S, F) (None without ``with_read``), and the indices
     (N, top_k) of each key's ``top_k`` most attended slots (most attended first; None for top_k = 0), computed chunk
     by chunk.
 
     Per key: p = sharpen(softmax(beta * <k, M_s>)), read = sum_s p_s M_s (spec 6.4 steps 3-5). No autograd: the
     training forward goes through :class:`MemoryRead`, which calls this for its values.
+
+    ``argsort_ties`` picks the slots with the published ``torch.argsort(att, descending=True)[..., :K]`` instead of
+    ``topk``: the two order tied attention values differently (switch ``augmem_argsort_slot_ties``). Sorting is per
+    key, so chunking the keys does not change the order.
     """
     n = keys.shape[0]
     read = keys.new_empty(n, memory.shape[1]) if with_read else None
@@ -86,7 +90,10 @@ def attend(keys: torch.Tensor, memory: torch.Tensor, beta: float, top_k: int = 0
         a, s = _softmax_rows(keys[i:i + rows], memory, beta)
         p = a.div_(s)
         if top is not None:
-            top[i:i + rows] = p.topk(top_k, dim=1, largest=True, sorted=True).indices
+            if argsort_ties:
+                top[i:i + rows] = torch.argsort(p, dim=1, descending=True)[:, :top_k]
+            else:
+                top[i:i + rows] = p.topk(top_k, dim=1, largest=True, sorted=True).indices
         if read is not None:
             read[i:i + rows] = p.matmul(memory)
     return read, top
@@ -154,6 +161,7 @@ class MemNet(nn.Module):
         self.n_groups = self.channels // self.n_feat
         self.beta = float(beta)
         self.memory = nn.Parameter(torch.randn(n_slots, n_feat))  # N(0, 1), created after the backbone (RNG order)
+        self.argsort_ties = False  # the published argsort tie order for the top slots (set by the agent's switch)
 
     def __getitem__(self, i: int) -> nn.Module:
         return (self.front, self.back)[i]
@@ -173,9 +181,10 @@ class MemNet(nn.Module):
         keys = e.permute(0, 2, 3, 1).reshape(-1, self.n_feat)  # (B*h*w*G, F) in (b, i, j, g) order
         if with_read and torch.is_grad_enabled() and (e.requires_grad or self.memory.requires_grad):
             read = MemoryRead.apply(keys, self.memory, self.beta)
-            top = attend(keys, self.memory, self.beta, top_k, with_read=False)[1] if top_k else None
+            top = (attend(keys, self.memory, self.beta, top_k, with_read=False, argsort_ties=self.argsort_ties)[1]
+                   if top_k else None)
         else:
-            read, top = attend(keys, self.memory, self.beta, top_k, with_read)
+            read, top = attend(keys, self.memory, self.beta, top_k, with_read, argsort_ties=self.argsort_ties)
         if read is not None:
             read = read.reshape(b, h, w, c).permute(0, 3, 1, 2)
         return read, (top.reshape(b, h, w, self.n_groups, top_k) if top is not None else None)
@@ -246,7 +255,9 @@ class AugMemAgent(Agent):
         if self.hp.get("freeze_feature_extract", False):
             for p in bb.front.parameters():
                 p.requires_grad_(False)
-        return MemNet(bb.front, bb.back, bb.channels, s, f, float(self.hp["mem_sparse"]))
+        net = MemNet(bb.front, bb.back, bb.channels, s, f, float(self.hp["mem_sparse"]))
+        net.argsort_ties = self.switches.augmem_argsort_slot_ties
+        return net
 
     # ----------------------------------------------------------------------------------------------------- forward
     def front_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -549,7 +560,7 @@ class AugMemAgent(Agent):
         self.model.eval()
         direct, out, _, _ = self.forward_all(x.to(self.device))
         a = self.active_index
-        return {"mem": a[out[:, a].argmax(1)], "direct": a[direct[:, a].argmax(1)]}
+        return {"mem": self.pick_labels(out[:, a]), "direct": self.pick_labels(direct[:, a])}
 
     def output_paths(self) -> list[str]:
         return ["mem", "direct"]

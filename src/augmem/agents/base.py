@@ -109,12 +109,23 @@ class Agent:
     def learn_stream(self, loader, task: int, epoch: int, last_epoch: bool) -> None:
         raise NotImplementedError
 
+    def pick_labels(self, scores: torch.Tensor) -> torch.Tensor:
+        """The predicted label of each row of ``scores`` (B, |active|), columns in active order.
+
+        Reference (switch ``topk_prediction_ties``): ``scores.topk(1, 1, True, True)`` as the original's
+        utils/metric.py, which breaks ties (and NaN rows) in its own order; corrected: ``argmax`` (first tied class).
+        """
+        if self.switches.topk_prediction_ties:
+            pos = scores.topk(1, 1, True, True).indices[:, 0]
+        else:
+            pos = scores.argmax(1)
+        return self.active_index[pos]
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Predicted labels per output path (argmax over the active nodes)."""
+        """Predicted labels per output path (the top-1 active node, see :meth:`pick_labels`)."""
         self.model.eval()
-        logits = self.forward(x)[:, self.active_index]
-        return {"acc": self.active_index[logits.argmax(1)]}
+        return {"acc": self.pick_labels(self.forward(x)[:, self.active_index])}
 
     def evaluate(self, loader) -> dict[str, float]:
         """Top-1 accuracy in % per output path over a loader; NaN for an empty loader."""
