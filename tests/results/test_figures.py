@@ -143,6 +143,24 @@ def test_load_viz_identity_and_errors(results_tree, viz, tmp_path):
     np.savez(tmp_path / "bad.npz", x=np.zeros(2))
     with pytest.raises(InputError, match="meta_json"):
         F.load_viz(tmp_path / "bad.npz")
+    # meta_json alone, without saying that visualize was off: a broken file
+    np.savez(tmp_path / "empty.npz", meta_json=np.array(json.dumps({"n_tasks": 3})))
+    with pytest.raises(InputError, match="no task<t>_labels arrays"):
+        F.load_viz(tmp_path / "empty.npz")
+
+
+def write_viz_off(path: Path) -> Path:
+    """The viz.npz the training loop writes with `visualize` off: only meta_json, "visualize": false."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, meta_json=np.array(json.dumps({"n_tasks": 3, "tasks": [[0, 1], [2, 3], [4, 5]],
+                                                  "visualize": False, "class_names": {}})))
+    return path
+
+
+def test_load_viz_with_visualize_off_has_no_tasks(tmp_path):
+    v = F.load_viz(write_viz_off(tmp_path / "results" / DATASET / FIDELITY / "class_iid" / "ewc" / "run1" / "viz.npz"))
+    assert v.tasks == [] and not v.is_augmem
+    assert v.job["agent"] == "ewc" and v.job["run"] == 1
 
 
 def test_memory_heatmaps(viz):
@@ -252,6 +270,8 @@ def test_figures_stage_end_to_end(tmp_path, results_tree):
     tables = tmp_path / "tables"
     agg_stage.main(["--metrics", *metrics, "--out-dir", str(tables)])
     viz = [str(p) for p in results_tree.viz if "/class_iid/augmem/" in str(p)]
+    # a run trained with `visualize` off (viz.npz with meta_json only) adds no figure and is no error
+    viz.append(str(write_viz_off(tmp_path / "off" / DATASET / FIDELITY / "class_iid" / "ewc" / "run1" / "viz.npz")))
     out = tmp_path / "figures"
     stage.main(["--runs", str(tables / "runs.csv"), "--summary", str(tables / "summary.csv"),
                 "--per-task", str(tables / "per_task.csv"), "--viz", *viz, "--out-dir", str(out)])

@@ -59,6 +59,28 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
     return counts
 
 
+def dry_run_jobs(proc: subprocess.CompletedProcess) -> list[dict]:
+    """The jobs of a dry run with -p (`snakemake -n -p`), as Snakemake prints them: rule, input, output, log and
+    benchmark paths and the shell command. (Snakemake joins a job's paths with ", ": paths containing ", " would be
+    split wrongly, which the workflows tested here do not have.)"""
+    jobs, job = [], None
+    for line in proc.stdout.splitlines():
+        head = line.strip()
+        if line.startswith(("rule ", "localrule ")) and head.endswith(":"):
+            job = {"rule": head.split()[1].rstrip(":"), "input": [], "output": [], "log": [], "benchmark": [],
+                   "shell": None}
+            jobs.append(job)
+        elif job is not None and line.startswith("    ") and head.split(":", 1)[0] in ("input", "output", "log",
+                                                                                       "benchmark"):
+            key, value = head.split(": ", 1)
+            job[key] = value.split(", ")
+        elif job is not None and line.startswith("Shell command: "):
+            job["shell"] = line[len("Shell command: "):]
+        elif not line.strip():
+            job = None
+    return jobs
+
+
 SLICE = {
     "datasets": ["core50_demo", "toybox_demo", "ilab2mlight_demo", "cifar100_demo"],
     "scenarios": ["class_iid"],

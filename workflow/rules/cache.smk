@@ -40,9 +40,9 @@ rule image_cache:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.image_cache --kind {params.kind} --dirmap {input.dirmap} --image-root {params.image_root}"
-        " --size {wildcards.size} --sample-rate {params.sample_rate} --threads {threads}"
-        " --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m stages.image_cache --kind {params.kind:q} --dirmap {input.dirmap:q}"
+        " --image-root {params.image_root:q} --size {wildcards.size:q} --sample-rate {params.sample_rate:q}"
+        " --threads {threads} --out-prefix {params.prefix:q} > {log:q} 2>&1"
 
 
 rule feature_cache:
@@ -72,6 +72,6 @@ rule feature_cache:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.feature_cache --image-cache {params.image_cache} --backbone {wildcards.backbone}"
-        " --weights {input.weights} --out-prefix {params.prefix} --device {params.device} --threads {threads}"
-        " > {log} 2>&1"
+        "python -m stages.feature_cache --image-cache {params.image_cache:q} --backbone {wildcards.backbone:q}"
+        " --weights {input.weights:q} --out-prefix {params.prefix:q} --device {params.device:q} --threads {threads}"
+        " > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # Shared set-up: parameter loading and schema validation, dataset facts, path helpers and the target lists.
 import json
+import os
 import re
 
 import yaml
@@ -118,7 +119,13 @@ def metrics_path(ds, fid, sc, agent, run):
 
 
 def train_outputs():
+    """Every training job's metrics.json."""
     return [metrics_path(*job) for job in train_jobs()]
+
+
+def viz_outputs():
+    """Every training job's viz.npz (always written; only meta_json when the job's `visualize` is off)."""
+    return [m.removesuffix("metrics.json") + "viz.npz" for m in train_outputs()]
 
 
 def all_outputs():
@@ -131,8 +138,12 @@ def all_outputs():
 # ---------------------------------------------------------------- per-rule helpers (inputs, params)
 
 
-def _dirmap_source(w):
-    return f"data/interim/{w.dataset}/frames" if kind(w.dataset) == "toybox" else raw_root(w.dataset)
+def _dirmap_inputs(w):
+    """The folder a dirmap indexes (Toybox: the extracted frames) and, for Toybox, the maps it reads."""
+    if kind(w.dataset) == "toybox":
+        return {"src": f"data/interim/{w.dataset}/frames", "classes": "params/toybox_classes.csv",
+                "sessions": "params/toybox_sessions.csv"}
+    return {"src": raw_root(w.dataset)}
 
 
 def final_dirmap(ds):

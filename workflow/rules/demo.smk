@@ -16,7 +16,8 @@ rule demo_data:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.demo_data --kind {params.kind} --out {output} --seed {params.seed} --jobs {threads} > {log} 2>&1"
+        "python -m stages.demo_data --kind {params.kind:q} --out {output:q} --seed {params.seed:q} --jobs {threads}"
+        " > {log:q} 2>&1"
 
 
 rule demo_weights:
@@ -37,5 +38,5 @@ rule demo_weights:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.pretrain --arch squeezenet1_0 --dirmap {input.dirmap} --image-root {input.frames}"
-        " --image-size 64 --epochs 6 --seed {params.seed} --threads 2 --out {output} > {log} 2>&1"
+        "python -m stages.pretrain --arch squeezenet1_0 --dirmap {input.dirmap:q} --image-root {input.frames:q}"
+        " --image-size 64 --epochs 6 --seed {params.seed:q} --threads 2 --out {output:q} > {log:q} 2>&1"

@@ -4,19 +4,34 @@
 rule dirmap:
     """Index every image: class, object, session, im_num, im_path (the raw, unbalanced index)."""
     input:
-        _dirmap_source,
+        unpack(_dirmap_inputs),
     output:
-        "data/interim/{dataset}/dirmap_raw.csv",
+        dirmap="data/interim/{dataset}/dirmap_raw.csv",
+    wildcard_constraints:
+        dataset=_alternatives(datasets_of_kind("core50", "toybox", "ilab2mlight")),
     params:
         kind=lambda w: kind(w.dataset),
-        extra=lambda w: (["--classes-out", f"data/interim/{w.dataset}/classes.csv"]
-                         if kind(w.dataset) == "cifar100" else []),
+        # Toybox: the category -> class and transformation -> session maps shipped in params/ (declared inputs)
+        extra=lambda w, input: (["--toybox-classes", input.classes, "--toybox-sessions", input.sessions]
+                                if kind(w.dataset) == "toybox" else []),
     log:
         "logs/dirmap/{dataset}.log",
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.dirmap --kind {params.kind} --root {input} --out {output} {params.extra:q} > {log} 2>&1"
+        "python -m stages.dirmap --kind {params.kind:q} --root {input.src:q} --out {output.dirmap:q} {params.extra:q}"
+        " > {log:q} 2>&1"
+
+
+use rule dirmap as dirmap_cifar100 with:
+    output:
+        dirmap="data/interim/{dataset}/dirmap_raw.csv",
+        classes="data/interim/{dataset}/classes.csv",  # the class table (class name, label)
+    wildcard_constraints:
+        dataset=_alternatives(datasets_of_kind("cifar100")),
+    params:
+        kind="cifar100",
+        extra=lambda w, output: ["--classes-out", output.classes],
 
 
 rule dirmap_stats:
@@ -33,5 +48,5 @@ rule dirmap_stats:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.dirmap_stats --dirmap {input} --out {output} --frames-per-session {params.fps}"
-        " --expect {params.expect:q} > {log} 2>&1"
+        "python -m stages.dirmap_stats --dirmap {input:q} --out {output:q} --frames-per-session {params.fps:q}"
+        " --expect {params.expect:q} > {log:q} 2>&1"

@@ -17,5 +17,5 @@ rule distribute_ilab:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.distribute --dirmap {input.dirmap} --src {input.src} --out-root {output.images}"
-        " --out-dirmap {output.dirmap} --frames-per-session {params.fps} > {log} 2>&1"
+        "python -m stages.distribute --dirmap {input.dirmap:q} --src {input.src:q} --out-root {output.images:q}"
+        " --out-dirmap {output.dirmap:q} --frames-per-session {params.fps:q} > {log:q} 2>&1"

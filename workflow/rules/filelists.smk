@@ -16,6 +16,6 @@ rule filelists:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.filelists --dataset {wildcards.dataset} --kind {params.kind} --dirmap {input.dirmap}"
-        " --scenario {wildcards.scenario} --n-runs 1 --runs {wildcards.run} --mode both"
-        " --fidelity {wildcards.fidelity} --out {params.out} {params.args:q} > {log} 2>&1"
+        "python -m stages.filelists --dataset {wildcards.dataset:q} --kind {params.kind:q} --dirmap {input.dirmap:q}"
+        " --scenario {wildcards.scenario:q} --n-runs 1 --runs {wildcards.run:q} --mode both"
+        " --fidelity {wildcards.fidelity:q} --out {params.out:q} {params.args:q} > {log:q} 2>&1"

@@ -18,5 +18,5 @@ rule extract_frames:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.extract_frames --videos {input} --out {output} --fps {params.fps} --size {params.size}"
-        " --jobs {threads} > {log} 2>&1"
+        "python -m stages.extract_frames --videos {input:q} --out {output:q} --fps {params.fps:q}"
+        " --size {params.size:q} --jobs {threads} > {log:q} 2>&1"

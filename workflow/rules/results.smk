@@ -6,6 +6,7 @@ rule aggregate:
     input:
         metrics=train_outputs(),
         benchmarks=[m.replace("metrics.json", "benchmark.tsv") for m in train_outputs()],
+        published="data/published",  # the published per-run CSVs (AAN, REMIND), imported as extra rows
     output:
         runs="results/tables/runs.csv",
         summary=report("results/tables/summary.csv", caption="../report/summary.rst", category="Tables"),
@@ -14,14 +15,15 @@ rule aggregate:
         dvc_plot="results/tables/per_task_plot.csv",
     params:
         run_filter=config["results"]["run_filter"],
+        out_dir=lambda w, output: os.path.dirname(output.runs),  # runs, summary and per_task.csv go here
     log:
         "logs/results/aggregate.log",
     conda:
         "../envs/augmem.yaml"
     shell:
         "python -m stages.aggregate --metrics {input.metrics:q} --benchmarks {input.benchmarks:q}"
-        " --published-dir data/published --run-filter {params.run_filter} --out-dir results/tables"
-        " --metrics-out {output.dvc_metrics} --plot-out {output.dvc_plot} > {log} 2>&1"
+        " --published-dir {input.published:q} --run-filter {params.run_filter:q} --out-dir {params.out_dir:q}"
+        " --metrics-out {output.dvc_metrics:q} --plot-out {output.dvc_plot:q} > {log:q} 2>&1"
 
 
 rule results_table:
@@ -37,8 +39,8 @@ rule results_table:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.table --summary {input} --out-md {output.md} --out-csv {output.csv}"
-        " --out-tex {output.tex} > {log} 2>&1"
+        "python -m stages.table --summary {input:q} --out-md {output.md:q} --out-csv {output.csv:q}"
+        " --out-tex {output.tex:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -47,7 +49,8 @@ rule figures:
         runs="results/tables/runs.csv",
         summary="results/tables/summary.csv",
         per_task="results/tables/per_task.csv",
-        metrics=train_outputs(),
+        metrics=train_outputs(),  # each viz.npz's run identity comes from the metrics.json next to it
+        viz=viz_outputs(),
     output:
         figures=report(directory("results/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
                        category="Figures"),
@@ -56,5 +59,5 @@ rule figures:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.figures --runs {input.runs} --summary {input.summary} --per-task {input.per_task}"
-        " --viz-from-metrics {input.metrics:q} --out-dir {output.figures} > {log} 2>&1"
+        "python -m stages.figures --runs {input.runs:q} --summary {input.summary:q} --per-task {input.per_task:q}"
+        " --viz {input.viz:q} --out-dir {output.figures:q} > {log:q} 2>&1"

@@ -15,9 +15,9 @@ rule sample_toybox:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.sample --kind toybox --dirmap {input} --out {output}"
-        " --objects-per-class {params.b[objects_per_class]} --sessions-per-object {params.b[sessions_per_object]}"
-        " --frames-per-session {params.b[frames_per_session]} > {log} 2>&1"
+        "python -m stages.sample --kind toybox --dirmap {input:q} --out {output:q}"
+        " --objects-per-class {params.b[objects_per_class]:q} --sessions-per-object {params.b[sessions_per_object]:q}"
+        " --frames-per-session {params.b[frames_per_session]:q} > {log:q} 2>&1"
 
 
 rule sample_ilab:
@@ -34,6 +34,6 @@ rule sample_ilab:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.sample --kind ilab2mlight --dirmap {input} --out {output}"
-        " --objects-per-class {params.b[objects_per_class]} --sessions-per-object {params.b[sessions_per_object]}"
-        " --frames-per-session {params.b[frames_per_session]} --seed {params.b[seed]} > {log} 2>&1"
+        "python -m stages.sample --kind ilab2mlight --dirmap {input:q} --out {output:q}"
+        " --objects-per-class {params.b[objects_per_class]:q} --sessions-per-object {params.b[sessions_per_object]:q}"
+        " --frames-per-session {params.b[frames_per_session]:q} --seed {params.b[seed]:q} > {log:q} 2>&1"

@@ -4,12 +4,14 @@
 
 
 rule train:
-    """Train one agent on one run's task stream; writes metrics.json (and viz.npz when visualize is on)."""
+    """Train one agent on one run's task stream; writes metrics.json and viz.npz (only its meta_json when the job's
+    `visualize` is off). A killed job's per-task checkpoint.pt (resume state) is deliberately no output."""
     input:
         unpack(lambda w: {**train_inputs(w),
                           **cache_input_files(cache_prefixes(f"data/interim/{w.dataset}/cache", *job_hparams(w)))}),
     output:
-        "results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}/metrics.json",
+        metrics="results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}/metrics.json",
+        viz="results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}/viz.npz",
     params:
         config=job_config,
         image_root=lambda w: image_root(w.dataset),
@@ -29,11 +31,11 @@ rule train:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.train --dataset {wildcards.dataset} --scenario {wildcards.scenario}"
-        " --agent {wildcards.agent} --run {wildcards.run} --fidelity {wildcards.fidelity}"
-        " --filelists {input.filelists} --image-root {params.image_root} --out {params.out}"
-        " --hparams {params.config:q} --device {params.device} --threads {threads}"
-        " --seed-base {params.seed_base} {params.caches:q} > {log} 2>&1"
+        "python -m stages.train --dataset {wildcards.dataset:q} --scenario {wildcards.scenario:q}"
+        " --agent {wildcards.agent:q} --run {wildcards.run:q} --fidelity {wildcards.fidelity:q}"
+        " --filelists {input.filelists:q} --image-root {params.image_root:q} --out {params.out:q}"
+        " --hparams {params.config:q} --device {params.device:q} --threads {threads}"
+        " --seed-base {params.seed_base:q} {params.caches:q} > {log:q} 2>&1"
 
 
 rule fetch_weights:
@@ -47,4 +49,4 @@ rule fetch_weights:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.fetch_weights --arch {wildcards.arch} --out {output} > {log} 2>&1"
+        "python -m stages.fetch_weights --arch {wildcards.arch:q} --out {output:q} > {log:q} 2>&1"

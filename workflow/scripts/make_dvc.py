@@ -5,7 +5,9 @@
 Snakemake is the single source of truth: every job of the DAG (for the given configuration, by default
 params/default.yaml) becomes one DVC stage with the same command (`python -m stages.<step> ...`), the same
 dependencies and the same outputs. Stages of one rule are grouped under `foreach` keyed by the job's wildcards
-(`dvc repro train@core50_demo-reference-class_iid-augmem-0`). Differences, each for a reason:
+(`dvc repro train@core50_demo-reference-class_iid-augmem-0`). Every word of a command is shell-quoted (shlex), as
+the rules quote every path, parameter and wildcard with `:q`: a path with spaces, quotes or `$(...)` is one literal
+argument, never shell code. Differences, each for a reason:
 - log redirections are dropped (DVC prints to the console; Snakemake writes logs/);
 - training stages do not embed the resolved hyperparameters: `stages.train` resolves them from params/*.yaml at run
   time, and the stage declares exactly the parameter keys it reads, so `dvc exp run -S` on one agent's
@@ -19,7 +21,7 @@ dependencies and the same outputs. Stages of one rule are grouped under `foreach
 from __future__ import annotations
 
 import argparse
-import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -75,19 +77,49 @@ def _train_params(wc: dict) -> list:
     ]
 
 
-def dvc_stage(job: dict) -> dict:
-    cmd = job["cmd"].strip()
+SHELL_OPERATORS = {"|", "||", "&", "&&", ";", "<", ">", ">>", "2>", "2>&1", "&>", "(", ")"}
+
+
+def command_words(job: dict) -> list[str]:
+    """The job's shell command as the words the shell passes to the stage (Snakemake quoted every path with :q),
+    without the log redirection `> LOG 2>&1`; anything but one simple command is refused."""
+    words = shlex.split(job["cmd"])
     for log in job["log"]:
-        cmd = cmd.replace(f" > {log} 2>&1", "")
+        tail = [">", log, "2>&1"]
+        if words[-3:] == tail:
+            words = words[:-3]
+    bad = [w for w in words if w in SHELL_OPERATORS]
+    if bad or words[:2] != ["python", "-m"]:
+        raise SystemExit(f"rule {job['rule']}: expected one `python -m stages.<step> ...` command (its log "
+                         f"redirection aside), got {job['cmd']!r}")
+    return words
+
+
+def drop_option(words: list[str], option: str, values) -> list[str]:
+    """words without ``option`` and those of the words right after it that are in ``values``."""
+    if option not in words:
+        return words
+    i = words.index(option)
+    j = i + 1
+    while j < len(words) and words[j] in values:
+        j += 1
+    return words[:i] + words[j:]
+
+
+def dvc_stage(job: dict) -> dict:
+    words = command_words(job)
     deps = list(job["deps"])
     stage: dict = {}
     if job["rule"] == "train":
-        cmd = re.sub(r" --hparams '[^']*'", "", cmd)
+        i = words.index("--hparams")
+        words = words[:i] + words[i + 2:]
         stage["params"] = _train_params(job["wildcards"])
     if job["rule"] == "aggregate":
-        cmd = re.sub(r" --benchmarks( \S+benchmark\.tsv)+", "", cmd)
-        deps = [d for d in deps if not d.endswith("benchmark.tsv")]
-    stage = {"cmd": cmd, "deps": deps, **stage}
+        benchmarks = {d for d in deps if d.endswith("benchmark.tsv")}
+        words = drop_option(words, "--benchmarks", benchmarks)
+        deps = [d for d in deps if d not in benchmarks]
+    # every word shell-quoted again: a path with a space, a quote or `$(...)` stays one literal argument
+    stage = {"cmd": shlex.join(words), "deps": deps, **stage}
     outs = []
     metrics, plots = [], []
     for out in job["outs"]:

@@ -255,7 +255,11 @@ class Viz:
 
 
 def load_viz(path: str | Path, job: dict | None = None) -> Viz:
-    """Read a viz.npz. The run's identity comes from ``job``, else the sibling metrics.json, else the path."""
+    """Read a viz.npz. The run's identity comes from ``job``, else the sibling metrics.json, else the path.
+
+    A run trained with ``visualize`` off writes a viz.npz holding only ``meta_json`` (with ``"visualize": false``):
+    that gives a Viz without tasks (no visualisation for this run). Any other file without task arrays is an error.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: viz file not found")
@@ -284,7 +288,7 @@ def load_viz(path: str | Path, job: dict | None = None) -> Viz:
             job = {"dataset": "?", "fidelity": "?", "scenario": "?", "agent": path.parent.name or path.stem,
                    "run": "?"}
     viz = Viz(arrays, meta, job, str(path))
-    if not viz.tasks:
+    if not viz.tasks and meta.get("visualize", True) is not False:
         raise InputError(f"{path}: viz file has no task<t>_labels arrays")
     return viz
 
@@ -542,6 +546,8 @@ def render_all(summary: pd.DataFrame, per_task: pd.DataFrame, out_dir: str | Pat
              f"SEM over runs), scenarios side by side; dashed: chance. Run filter: {filt}.")
     for p in viz_paths:
         viz = load_viz(p)
+        if not viz.tasks:
+            continue  # trained with `visualize` off: no visualisation for this run
         if viz.is_augmem:
             emit(plot_memory(viz), f"memory_{viz.name}",
                  f"{viz.title}: memory matrix (slots × features) after each task; diverging colours, symmetric scale.")
