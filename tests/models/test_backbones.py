@@ -85,3 +85,33 @@ def test_unreadable_weights_file(tmp_path):
     path.write_bytes(b"\x00\x01 not a torch file")
     with pytest.raises(InputError, match="garbage.pth: cannot be loaded"):
         build_backbone("squeezenet", 4, str(path))
+
+
+def test_registry_records():
+    from augmem.models.backbones import ALIASES, BACKBONES, imagenet_weights_file
+
+    assert set(BACKBONES) == {"squeezenet", "mobilenet"}
+    assert ALIASES["resnet18"] == "squeezenet" and ALIASES["mobilenetv2"] == "mobilenet"
+    assert imagenet_weights_file("resnet18") == "data/weights/squeezenet1_0_imagenet.pth"
+    assert imagenet_weights_file("mobilenet") == "data/weights/mobilenet_v2_imagenet.pth"
+    from augmem.data.cache_plan import SQUEEZENET_NAMES
+
+    cacheable = {a for a, n in ALIASES.items() if BACKBONES[n].frozen_front_is_fixed}
+    assert set(SQUEEZENET_NAMES) == cacheable
+
+
+def test_imagenet_from_a_local_file(tmp_path):
+    """Weights 'imagenet' load the fetched file the job was given, never the network."""
+    from augmem.models.backbones import use_local_imagenet_weights
+
+    torch.manual_seed(3)
+    ref = tvm.squeezenet1_0(weights=None)
+    path = tmp_path / "squeezenet1_0_imagenet.pth"
+    torch.save(ref.state_dict(), path)
+    use_local_imagenet_weights("resnet18", str(path))
+    try:
+        bb = build_backbone("squeezenet", 4, "imagenet")
+    finally:
+        use_local_imagenet_weights("squeezenet", None)
+    for (k, v), w in zip(bb.front.state_dict().items(), ref.features[:12].state_dict().values()):
+        assert torch.equal(v, w), k

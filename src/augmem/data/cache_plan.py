@@ -15,7 +15,8 @@ from typing import Any, Iterable
 from augmem.io import InputError
 
 CACHEABLE_IMPLS = ("AugMem",)
-# backbone names (see augmem.models.backbones.ALIASES) whose front is SqueezeNet's: no BatchNorm, no dropout
+# backbone names (aliases of augmem.models.backbones.BACKBONES["squeezenet"]) whose front is SqueezeNet's: no
+# BatchNorm, no dropout. Kept as a literal: this module must not import torch (the workflow imports it at DAG time)
 SQUEEZENET_NAMES = ("squeezenet", "resnet18")
 CACHE_SUFFIX = {"image_cache": ".u8", "feature_cache": ".f16"}
 

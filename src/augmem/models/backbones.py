@@ -5,23 +5,22 @@ front ``E = features[:12]`` (through the third max-pool: 512 x 13 x 13 for a 224
 ``H = features[12:] + classifier + Flatten``. AugMem's MobileNetV2 ablation splits ``features[:8]`` (64 x 14 x 14) from
 ``features[8:] + pool + Linear``. The spatial size follows the input size, so small demo images work.
 
-Weights: ``none`` (random init), ``imagenet`` (torchvision's weights API: needs a network the first time, then its
-cache; see ``stages.fetch_weights``), or a path to a local state-dict file of the torchvision model.
+Weights: ``none`` (random init), ``imagenet`` (the fetched file when the job was given one, see
+:func:`use_local_imagenet_weights`, else torchvision's weights API: needs a network the first time, then its cache;
+see ``stages.fetch_weights``), or a path to a local state-dict file of the torchvision model. One record per backbone
+in :data:`BACKBONES`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 from torchvision import models as tvm
 
 from augmem.io import InputError
-
-CUTS = {"squeezenet": 12, "mobilenet": 8}
-CHANNELS = {"squeezenet": 512, "mobilenet": 64}
-ALIASES = {"squeezenet": "squeezenet", "resnet18": "squeezenet", "mobilenet": "mobilenet", "mobilenetv2": "mobilenet"}
 
 
 @dataclass
@@ -37,6 +36,32 @@ class Backbone:
         return nn.Sequential(self.front, self.back)
 
 
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone of the registry: torchvision constructor and ImageNet weights, cut point, key channels, names."""
+
+    name: str
+    arch: str  # torchvision's name; also the stem of the fetched weights file data/weights/<arch>_imagenet.pth
+    constructor: Callable[..., nn.Module]
+    imagenet_weights: object  # the torchvision weights enum member
+    cut: int  # front = features[:cut], back = features[cut:] + head
+    channels: int  # channels of the front's output (AugMem's keys)
+    aliases: tuple[str, ...]
+    frozen_front_is_fixed: bool  # no BatchNorm/dropout in the front: a frozen front is a fixed function (cacheable)
+
+
+BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in (
+    BackboneSpec("squeezenet", "squeezenet1_0", tvm.squeezenet1_0, tvm.SqueezeNet1_0_Weights.IMAGENET1K_V1,
+                 cut=12, channels=512, aliases=("squeezenet", "resnet18"), frozen_front_is_fixed=True),
+    BackboneSpec("mobilenet", "mobilenet_v2", tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1,
+                 cut=8, channels=64, aliases=("mobilenet", "mobilenetv2"), frozen_front_is_fixed=False),
+)}
+# every accepted name (the original's "ResNet18" is SqueezeNet 1.0) -> registry name
+ALIASES = {alias: spec.name for spec in BACKBONES.values() for alias in spec.aliases}
+ARCHS = {spec.arch: spec for spec in BACKBONES.values()}
+WEIGHTS_DIR = "data/weights"
+
+
 def canonical_name(name: str) -> str:
     try:
         return ALIASES[name.lower()]
@@ -44,20 +69,41 @@ def canonical_name(name: str) -> str:
         raise InputError(f"unknown backbone {name!r}; expected one of {sorted(ALIASES)}") from None
 
 
+def backbone_spec(name: str) -> BackboneSpec:
+    return BACKBONES[canonical_name(name)]
+
+
+def imagenet_weights_file(name: str) -> str:
+    """Where the workflow keeps a backbone's fetched ImageNet weights (rule fetch_weights)."""
+    return f"{WEIGHTS_DIR}/{backbone_spec(name).arch}_imagenet.pth"
+
+
+# backbone name -> a local state-dict file standing in for weights 'imagenet' (stages.train --imagenet-weights):
+# the workflow passes the fetched file, so jobs never touch the network; hp keeps the value 'imagenet' on every route
+_LOCAL_IMAGENET: dict[str, str] = {}
+
+
+def use_local_imagenet_weights(name: str, path: str | None) -> None:
+    """Load weights 'imagenet' of backbone ``name`` from the state-dict file ``path`` (None: torchvision's API)."""
+    if path is None:
+        _LOCAL_IMAGENET.pop(canonical_name(name), None)
+    else:
+        _LOCAL_IMAGENET[canonical_name(name)] = str(path)
+
+
 def _torchvision_model(name: str, weights: str):
     """The torchvision model with the requested weights (before the head is replaced)."""
-    ctor, enum = {
-        "squeezenet": (tvm.squeezenet1_0, tvm.SqueezeNet1_0_Weights.IMAGENET1K_V1),
-        "mobilenet": (tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1),
-    }[name]
+    spec = BACKBONES[name]
     if weights in (None, "", "none"):
-        return ctor(weights=None)
+        return spec.constructor(weights=None)
     if weights == "imagenet":
-        return ctor(weights=enum)  # downloads into TORCH_HOME on first use
+        if name not in _LOCAL_IMAGENET:
+            return spec.constructor(weights=spec.imagenet_weights)  # downloads into TORCH_HOME on first use
+        weights = _LOCAL_IMAGENET[name]
     path = Path(weights)
     if not path.is_file():
         raise InputError(f"{path}: weights file not found (expected 'none', 'imagenet' or a state-dict file)")
-    model = ctor(weights=None)
+    model = spec.constructor(weights=None)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -80,7 +126,7 @@ def build_backbone(name: str, n_class: int, weights: str = "none", head_bias_ini
     """
     name = canonical_name(name)
     net = _torchvision_model(name, weights)
-    cut = CUTS[name]
+    cut = BACKBONES[name].cut
     if name == "squeezenet":
         net.classifier[1] = nn.Conv2d(512, n_class, kernel_size=3, stride=1, padding=1)
         if head_bias_init is not None:
@@ -94,4 +140,4 @@ def build_backbone(name: str, n_class: int, weights: str = "none", head_bias_ini
         front = net.features[:cut]
         # The original used AvgPool2d(7) for 224 inputs; adaptive pooling is the same there and works at any size.
         back = nn.Sequential(net.features[cut:], nn.AdaptiveAvgPool2d(1), nn.Flatten(), net.classifier)
-    return Backbone(name=name, front=front, back=back, channels=CHANNELS[name])
+    return Backbone(name=name, front=front, back=back, channels=BACKBONES[name].channels)

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
-from torchvision import models as tvm
 from torchvision import transforms as T
 
 from augmem.io import InputError
+from augmem.models.backbones import ARCHS as BACKBONE_ARCHS
 
-ARCHS = {"squeezenet1_0": tvm.squeezenet1_0, "mobilenet_v2": tvm.mobilenet_v2}
+ARCHS = {arch: spec.constructor for arch, spec in BACKBONE_ARCHS.items()}  # torchvision name -> constructor
 
 
 def load_images(dirmap: pd.DataFrame, image_root, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
