@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from augmem.io import InputError, write_csv, write_json
+from augmem.io import InputError, check_outputs, write_csv, write_json
 from augmem.results import aggregate as agg
 
 
@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         benchmarks = list(args.benchmarks) + (read_list(args.benchmarks_list) if args.benchmarks_list else [])
         if not metrics:
             raise InputError("no metrics files given (--metrics or --metrics-list)")
+        out = Path(args.out_dir)
+        inputs = [*metrics, *benchmarks, args.metrics_list, args.benchmarks_list, args.published_dir]
+        check_outputs([out / "runs.csv", out / "per_task.csv", out / "summary.csv", args.metrics_out, args.plot_out],
+                      inputs=inputs)
         runs = agg.load_runs(metrics)
         if args.published_dir:
             imported = agg.load_imported(args.published_dir, runs["dataset"].unique())
@@ -86,7 +90,6 @@ def main(argv: list[str] | None = None) -> None:
         per_task = agg.per_task(runs, args.run_filter)
     except InputError as e:
         raise SystemExit(f"error: {e}")
-    out = Path(args.out_dir)
     write_csv(out / "runs.csv", runs, index=False)
     write_csv(out / "per_task.csv", per_task, index=False)
     write_csv(out / "summary.csv", summary, index=False)

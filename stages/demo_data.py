@@ -12,7 +12,7 @@ import sys
 import time
 
 from augmem.data import demo
-from augmem.io import InputError
+from augmem.io import InputError, check_outputs
 
 
 def _ints(text: str) -> list[int]:
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m stages.demo_data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kind", required=True, choices=sorted(demo.MAKERS), help="which dataset layout to write")
-    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--out", required=True,
+                   help="output folder (replaced atomically; only an earlier demo_data output or an empty folder)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: number of CPUs, at most 8)")
     p.add_argument("--image-size", type=int, default=None,
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     try:
+        check_outputs([args.out], stage=demo.STAGE, kind="dir")
         summary = run(args)
     except InputError as exc:
         hint = " (or pass --no-edge-cases)" if "edge case" in str(exc) else ""

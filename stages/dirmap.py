@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from augmem.data import dirmap as dm
-from augmem.io import InputError, write_csv
+from augmem.io import InputError, check_outputs, write_csv
 
 KINDS = ["core50", "toybox", "ilab2mlight", "cifar100"]
 
@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.classes_out and args.kind != "cifar100":
         ap.error("--classes-out is only used with --kind cifar100")
     try:
+        inputs = [args.root] + ([args.toybox_classes, args.toybox_sessions] if args.kind == "toybox" else [])
+        check_outputs([args.out, args.classes_out if args.kind == "cifar100" else None], inputs=inputs)
         classes = None
         if args.kind == "core50":
             df = dm.core50_dirmap(args.root)

@@ -5,7 +5,7 @@ import argparse
 
 from augmem.data.dirmap import read_dirmap
 from augmem.data.stats import check_stats, dirmap_stats
-from augmem.io import InputError, write_json
+from augmem.io import InputError, check_outputs, write_json
 
 
 def parse_expect(items: list[str]) -> dict[str, float]:
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="threshold of the 'sessions after filter' count (default 15)")
     args = ap.parse_args(argv)
     try:
+        check_outputs([args.out], inputs=[args.dirmap])
         expected = parse_expect(args.expect)
         stats = dirmap_stats(read_dirmap(args.dirmap, ["class", "object", "session", "im_num"]),
                              frames_per_session=args.frames_per_session)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from augmem.data.dirmap import read_dirmap
-from augmem.data.distribute import MASSED_COLUMNS, distribute_ilab
-from augmem.io import InputError, write_csv
+from augmem.data.distribute import MASSED_COLUMNS, STAGE, distribute_ilab
+from augmem.io import InputError, check_outputs, write_csv
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--copy", action="store_true", help="always copy (default: hard link when possible)")
     args = ap.parse_args(argv)
     try:
+        inputs = [args.src, args.dirmap]
+        check_outputs([args.out_root], inputs=inputs, stage=STAGE, kind="dir")
+        check_outputs([args.out_dirmap], inputs=inputs + [args.out_root])
         # Read without index_col, as the original: `Unnamed: 0` is carried into the output.
         massed = read_dirmap(args.dirmap, MASSED_COLUMNS)
         out = distribute_ilab(massed, args.src, args.out_root, link="copy" if args.copy else "auto",

@@ -16,7 +16,8 @@ import sys
 import torch
 
 from augmem.data.feature_cache import build_feature_cache
-from augmem.io import InputError
+from augmem.data.image_cache import cache_files
+from augmem.io import InputError, check_outputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args(argv)
+    try:
+        inputs = [*cache_files(args.image_cache, ".u8"), None if args.weights in ("imagenet", "none") else args.weights]
+        check_outputs(cache_files(args.out_prefix, ".f16"), inputs=inputs)
+    except InputError as e:
+        raise SystemExit(f"error: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

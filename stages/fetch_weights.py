@@ -9,7 +9,7 @@ import argparse
 import torch
 from torchvision import models as tvm
 
-from augmem.io import atomic_path
+from augmem.io import InputError, atomic_path, check_outputs
 
 ARCHS = {
     "squeezenet1_0": (tvm.squeezenet1_0, tvm.SqueezeNet1_0_Weights.IMAGENET1K_V1),
@@ -22,6 +22,10 @@ def main(argv=None) -> None:
     ap.add_argument("--arch", choices=sorted(ARCHS), required=True)
     ap.add_argument("--out", required=True, help="state-dict file to write")
     args = ap.parse_args(argv)
+    try:
+        check_outputs([args.out])
+    except InputError as e:
+        raise SystemExit(f"error: {e}")
     ctor, weights = ARCHS[args.arch]
     try:
         model = ctor(weights=weights)

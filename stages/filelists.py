@@ -1,7 +1,8 @@
 """Stage: task filelists from a dirmap (spec section 3), in the original layout.
 
 Writes ``OUT/<dataset>_task_filelists/<scenario>/run<r>/<stream|offline>/`` with ``train_task_XX_filelist.txt``,
-``test_filelist.txt`` and ``train_all.txt``; each run folder is written atomically.
+``test_filelist.txt`` and ``train_all.txt``; each run folder is written atomically (with the output marker
+``.augmem-output.json``) and only replaces an earlier output of this stage.
 
 Example (the original Toybox setup):
     python -m stages.filelists --dataset toybox --dirmap toybox_dirmap.csv --scenario class_iid --n-runs 10 \\
@@ -14,7 +15,7 @@ import sys
 
 from augmem.data import filelists as fl
 from augmem.data.fidelity import FIDELITIES
-from augmem.io import InputError
+from augmem.io import InputError, check_outputs
 
 
 def _positive(text: str) -> int:
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     modes = {"stream": [False], "offline": [True], "both": [False, True]}[mode]
     runs = args.runs if args.runs is not None else list(range(args.n_runs))
     try:
+        folders = [fl.run_dir(args.out, args.dataset, args.scenario, r, offline) for r in runs for offline in modes]
+        check_outputs(folders, inputs=[args.dirmap], stage=fl.STAGE, kind="dir")
         fps = None
         if args.scenario == "instance":
             fps = fl.default_frames_per_session(kind, args.sample_rate, args.frames_per_session)
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         fl.write_filelists(
             args.out, args.dataset, train, test, args.scenario, runs, modes, args.fidelity,
             task_size_iid=args.task_size_iid, n_class=args.n_class, n_instance=args.n_instance,
-            frames_per_session=fps,
+            frames_per_session=fps, inputs=[args.dirmap],
         )
     except InputError as e:
         raise SystemExit(f"error: {e}")

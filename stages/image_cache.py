@@ -13,8 +13,8 @@ import argparse
 import sys
 
 from augmem.data.filelists import KINDS
-from augmem.data.image_cache import build_image_cache
-from augmem.io import InputError
+from augmem.data.image_cache import build_image_cache, cache_files
+from augmem.io import InputError, check_outputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-prefix", required=True, help="writes <prefix>.u8 and <prefix>.json")
     args = ap.parse_args(argv)
     try:
+        check_outputs(cache_files(args.out_prefix, ".u8"), inputs=[args.dirmap, args.image_root])
         build_image_cache(args.dirmap, args.kind, args.image_root, args.size, args.out_prefix,
                           sample_rate=args.sample_rate, n_threads=args.threads, log=lambda m: print(m, flush=True))
     except InputError as e:

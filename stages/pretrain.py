@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from augmem.io import InputError, atomic_path, read_csv_checked
+from augmem.io import InputError, atomic_path, check_outputs, read_csv_checked
 from augmem.models.pretrain import ARCHS, load_images, pretrain
 
 
@@ -26,6 +26,11 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", required=True, help="state-dict file to write")
     args = ap.parse_args(argv)
+    inputs = [args.dirmap, args.image_root]
+    try:
+        check_outputs([args.out], inputs=inputs)
+    except InputError as e:
+        raise SystemExit(f"error: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -34,7 +39,7 @@ def main(argv=None) -> None:
     except InputError as e:
         raise SystemExit(f"error: {e}")
     state = pretrain(args.arch, x, y, args.epochs, args.lr, args.batch_size, args.seed)
-    with atomic_path(args.out) as tmp:
+    with atomic_path(args.out, inputs=inputs) as tmp:
         torch.save(state, tmp)
     print(f"wrote {args.out} ({len(y)} images, {int(y.max()) + 1} classes)")
 

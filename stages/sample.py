@@ -5,7 +5,7 @@ import argparse
 
 from augmem.data.dirmap import ILAB_COLUMNS, DIRMAP_COLUMNS, read_dirmap
 from augmem.data.sample import balance_ilab, balance_toybox
-from augmem.io import InputError, write_csv
+from augmem.io import InputError, check_outputs, write_csv
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = dict(objects_per_class=args.objects_per_class, sessions_per_object=args.sessions_per_object,
                  frames_per_session=args.frames_per_session)
     try:
+        check_outputs([args.out], inputs=[args.dirmap])
         if args.kind == "toybox":
             # Read without index_col: the old index becomes `Unnamed: 0` and takes part in drop_duplicates.
             out = balance_toybox(read_dirmap(args.dirmap, DIRMAP_COLUMNS), **sizes)

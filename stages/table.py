@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from augmem.io import InputError, write_text
+from augmem.io import InputError, check_outputs, write_text
 from augmem.results.aggregate import read_summary_csv
 from augmem.results.table import build_table, to_csv_text, to_latex, to_markdown
 
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.out_md or args.out_csv or args.out_tex):
         parser.error("give at least one of --out-md, --out-csv, --out-tex")
     try:
+        check_outputs([args.out_csv, args.out_tex, args.out_md], inputs=[args.summary])
         table = build_table(read_summary_csv(args.summary))
     except InputError as e:
         raise SystemExit(f"error: {e}")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
-from augmem.io import InputError
+from augmem.io import InputError, check_no_overlap, check_writable
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,8 +77,22 @@ def one_line(exc: Exception) -> str:
     return msg
 
 
+def check_out(args) -> None:
+    """Before any compute: ``--out`` must not overlap the inputs (filelists, image root, cache files) and must be
+    writable (InputError otherwise)."""
+    from augmem.data.cache_plan import cache_input_files
+
+    prefixes = {k: v for k, v in (("image_cache", args.image_cache), ("feature_cache", args.feature_cache)) if v}
+    check_no_overlap(args.out, [args.filelists, args.image_root, *cache_input_files(prefixes).values()])
+    check_writable(Path(args.out) / "metrics.json")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        check_out(args)
+    except InputError as e:
+        raise SystemExit(f"error: {e}")
     from augmem.agents import get_agent_class
     from augmem.train.fidelity import train_switches
     from augmem.train.loop import run_stream

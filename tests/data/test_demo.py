@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from augmem.data import demo
-from augmem.io import InputError
+from augmem.io import MARKER, InputError, output_owner
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,8 @@ CIFAR_RE = re.compile(r"(train|test)/([a-z_]+)/(\d{4})\.png")
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    """Every file of a demo folder except the output marker (checked by test_demo_folders_carry_the_marker)."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MARKER)
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -130,6 +131,12 @@ def test_toybox_layout_and_counts(toybox_small):
     assert "vehicles/car_01_pivothead/car_01_pivothead_ty.mp4" not in files
     assert len([f for f in files if f.startswith("vehicles/car_01_pivothead/")]) == 11
     assert not list(out.parent.glob(".*.tmp"))  # the atomic temp folder is gone
+
+
+def test_demo_folders_carry_the_marker(toybox_small, ilab_small, core50_small):
+    for out, _ in (toybox_small, ilab_small, core50_small):
+        assert output_owner(out) == "demo_data"
+        assert [p.name for p in out.rglob(MARKER)] == [MARKER]  # only at the top, next to the dataset's folders
 
 
 def test_toybox_videos_decode_to_expected_frames(toybox_small):

@@ -12,7 +12,7 @@ import pytest
 
 from augmem.data import distribute as dist
 from augmem.data.distribute import distribute_ilab
-from augmem.io import InputError
+from augmem.io import MARKER, InputError, output_owner
 
 REPO = Path(__file__).resolve().parents[2]
 FPS = 3  # frames per session in these small trees
@@ -48,7 +48,7 @@ def test_distribute_layout_links_and_dirmap(tmp_path):
     assert out.loc[0, "im_path"] == "bus/obj_1/sess_1/bus-i0005-b0001-c01-r00-l0-f2.jpg"
     assert out.loc[23, "im_path"] == "car/obj_2/sess_2/car-i0009-b0002-c03-r00-l0-f2.jpg"
     files = sorted(p.relative_to(out_root).as_posix() for p in out_root.rglob("*") if p.is_file())
-    assert files == sorted(out["im_path"])
+    assert files == sorted([*out["im_path"], MARKER]) and output_owner(out_root) == "distribute"
     for rel, old in zip(out["im_path"], massed["im_path"]):
         assert (out_root / rel).read_bytes() == (src / old).read_bytes()
         assert os.path.samefile(out_root / rel, src / old)  # same file system: hard links

@@ -13,7 +13,7 @@ import pytest
 
 from augmem.data import filelists as fl
 from augmem.data.fidelity import DataSwitches, data_switches
-from augmem.io import InputError
+from augmem.io import MARKER, InputError
 
 REPO = Path(__file__).resolve().parents[2]
 REF = Path("/work/shared/reference")
@@ -86,8 +86,9 @@ def test_reference_file_reproduced_byte_for_byte(regenerated, rel):
 
 @needs_reference
 def test_regenerated_folders_hold_no_extra_files(regenerated):
-    made = sorted(p.relative_to(regenerated) for p in regenerated.rglob("*") if p.is_file())
+    made = sorted(p.relative_to(regenerated) for p in regenerated.rglob("*") if p.is_file() and p.name != MARKER)
     assert made == REF_FILES
+    assert len(list(regenerated.rglob(MARKER))) == len({p.parent for p in REF_FILES})  # one per run folder
     assert len(REF_FILES) == 73
 
 
@@ -380,7 +381,7 @@ def test_ilab_style_index_columns_travel_into_train_all(tmp_path):
     header = (out / "train_all.txt").read_text().splitlines()[0]
     assert header == ",Unnamed: 0,Unnamed: 0.1,class,object,session,im_num,im_path,task,label"
     assert sorted(p.name for p in out.iterdir()) == [
-        "test_filelist.txt", "train_all.txt", "train_task_00_filelist.txt", "train_task_01_filelist.txt"]
+        MARKER, "test_filelist.txt", "train_all.txt", "train_task_00_filelist.txt", "train_task_01_filelist.txt"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 

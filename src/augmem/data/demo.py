@@ -1,7 +1,9 @@
 """Embedded demo data: small, deterministic, synthetic raw datasets in exactly the real on-disk layouts.
 
 Each ``make_*`` function writes the whole raw tree of one dataset (spec section 1) atomically, so every later step
-(frame extraction, dirmaps, balancing, distribution, filelists, training) runs on it unchanged:
+(frame extraction, dirmaps, balancing, distribution, filelists, training) runs on it unchanged. The folder also holds
+the output marker ``.augmem-output.json`` (stage ``demo_data``, see :mod:`augmem.io`); an existing folder is only
+replaced when it is empty or an earlier demo output:
 
 * :func:`make_toybox`      ``<out>/<supercat>/<cat>_<NN>_pivothead/<cat>_<NN>_pivothead_<transformation>.mp4``
 * :func:`make_ilab2mlight` ``<out>/train_img/<class>-i<inst>-b<bg>-c<cam>-r<rot>-l<light>-f2.jpg``
@@ -38,6 +40,8 @@ from PIL import Image
 
 from augmem.data.ffmpeg_bin import ffmpeg_exe
 from augmem.io import InputError, atomic_path
+
+STAGE = "demo_data"  # the name in each demo folder's output marker (augmem.io.MARKER)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Renderer
@@ -588,7 +592,7 @@ def make_toybox(out: str | Path, seed: int = 0, *, categories: dict[str, list[st
                     specs.append((rel, class_idx, obj, trans, secs * fps))
             class_idx += 1
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, stage=STAGE, kind="dir") as tmp:
         tmp.mkdir(parents=True)
 
         def job(spec):
@@ -686,7 +690,7 @@ def make_ilab2mlight(out: str | Path, seed: int = 0, *, classes: Sequence[str] =
                     name = ilab_filename(cls, inst, bg_id, c, r + 1, li)
                     specs.append((name, ci, ip, inst, bg_id, c, r, li))
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, stage=STAGE, kind="dir") as tmp:
         folder = tmp / "train_img"
         folder.mkdir(parents=True)
 
@@ -761,7 +765,7 @@ def make_core50(out: str | Path, seed: int = 0, *, objects: int = 30, sessions: 
                     continue
                 specs.append((s, o, f))
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, stage=STAGE, kind="dir") as tmp:
         root = tmp / "core50_128x128"
         root.mkdir(parents=True)
 
@@ -818,7 +822,7 @@ def make_cifar100(out: str | Path, seed: int = 0, *, classes: Sequence[str] = CI
                                                                        ("test", test_per_class)))
              for ci, cls in enumerate(classes) for i in range(1, n + 1)]
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, stage=STAGE, kind="dir") as tmp:
         tmp.mkdir(parents=True)
 
         def job(spec):

@@ -16,6 +16,7 @@ from augmem.data.dirmap import check_im_paths
 from augmem.io import InputError, atomic_path
 
 MASSED_COLUMNS = ["class", "object", "session", "im_num", "im_path"]
+STAGE = "distribute"  # the name in the output folder's marker (augmem.io.MARKER)
 
 
 def distributed_paths(massed: pd.DataFrame) -> pd.Series:
@@ -57,7 +58,8 @@ def distribute_ilab(massed: pd.DataFrame, src_root: str | os.PathLike, out_root:
     ``massed`` is the massed CSV read back without ``index_col`` (so it carries ``Unnamed: 0``). Source files are
     ``<src_root>/<im_path>``. The returned frame is ``massed.reset_index()`` with im_path rewritten, i.e. columns
     index, Unnamed: 0, class, object, session, im_num, im_path, instance, ...; write it with its index.
-    ``link``: 'auto' (hard link, falling back to a copy) or 'copy'.
+    ``link``: 'auto' (hard link, falling back to a copy) or 'copy'. ``out_root`` must not overlap ``src_root`` and
+    may only replace an earlier output of this step (see :func:`augmem.io.atomic_path`).
     """
     if link not in ("auto", "copy"):
         raise ValueError(f"link must be 'auto' or 'copy', not {link!r}")
@@ -79,7 +81,7 @@ def distribute_ilab(massed: pd.DataFrame, src_root: str | os.PathLike, out_root:
         if not src.is_file():
             raise InputError(f"{src}: source image not found")
 
-    with atomic_path(out_root) as tmp:
+    with atomic_path(out_root, inputs=[src_root], stage=STAGE, kind="dir") as tmp:
         tmp.mkdir()
         for folder in sorted(set(p.rsplit("/", 1)[0] for p in new_paths)):
             (tmp / folder).mkdir(parents=True)

@@ -24,7 +24,7 @@ from augmem.data.cache_plan import (cache_input_files, cache_prefixes, cache_sta
 from augmem.data.image_cache import (CachedImageDataset, _CachedFilelist, cache_files, normalise_uint8,
                                      read_cache_meta)
 from augmem.data.image_cache import FORMAT as IMAGE_FORMAT
-from augmem.io import InputError, atomic_path, write_json
+from augmem.io import InputError, atomic_path, check_outputs, write_json
 from augmem.models import build_backbone
 from augmem.models.backbones import canonical_name
 
@@ -93,11 +93,15 @@ def build_feature_cache(image_cache_prefix: str | os.PathLike, backbone: str, we
     """Compute ``E(x)`` of every image of a decoded-image cache into ``<out_prefix>.f16`` + ``<out_prefix>.json``.
 
     ``weights`` as the agent gets it ('imagenet' or a state-dict file); 'none' is refused (see module docstring).
-    Batched, ``torch.no_grad``, eval mode; both files written atomically, the JSON last.
+    Batched, ``torch.no_grad``, eval mode; both files written atomically, the JSON last. Both outputs are checked
+    first (not overlapping the inputs, not a folder, writable: :func:`augmem.io.check_outputs`).
     """
     key = weights_key(weights)
     if key is None:
         raise InputError("weights 'none' (random init) cannot be cached: the front depends on each job's seed")
+    data_path, json_path = cache_files(out_prefix, ".f16")
+    inputs = [*cache_files(image_cache_prefix, ".u8"), None if key == "imagenet" else weights]
+    check_outputs([data_path, json_path], inputs=inputs)
     name = canonical_name(backbone)
     img_meta, images = open_image_cache(image_cache_prefix)
     front = build_front(name, weights)
@@ -106,11 +110,10 @@ def build_feature_cache(image_cache_prefix: str | os.PathLike, backbone: str, we
     with torch.no_grad():
         probe = front.to(device)(normalise_uint8(np.asarray(images[:1])).to(device))
     shape = (n, *[int(v) for v in probe.shape[1:]])
-    data_path, json_path = cache_files(out_prefix, ".f16")
     cudnn_det = torch.backends.cudnn.deterministic
     torch.backends.cudnn.deterministic = True
     try:
-        with atomic_path(data_path) as tmp:
+        with atomic_path(data_path, inputs=inputs) as tmp:
             out = np.memmap(tmp, dtype=np.float16, mode="w+", shape=shape)
             compute_features(front, images, out, batch_size=batch_size, device=device, log=log)
             out.flush()

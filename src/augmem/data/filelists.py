@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 
 from augmem.data.fidelity import DataSwitches, data_switches
-from augmem.io import InputError, atomic_path, read_csv_checked
+from augmem.io import InputError, atomic_path, check_outputs, read_csv_checked
 
 REQUIRED_COLUMNS = ["class", "object", "session", "im_num", "im_path"]
 SCENARIOS = ("iid", "class_iid", "instance", "class_instance")
 KINDS = ("core50", "toybox", "ilab2mlight", "cifar100")
+STAGE = "filelists"  # the name in each run folder's output marker (augmem.io.MARKER)
 
 # CORe50: keep frames first_frame, first_frame + sample_rate, ... below 300 (frames before 10 are sometimes missing).
 CORE50_FIRST_FRAME = 10
@@ -376,10 +377,14 @@ def filelist_text(frame: pd.DataFrame) -> str:
     return "".join(f"{p} {y}\n" for p, y in zip(frame["im_path"].tolist(), frame["label"].tolist()))
 
 
-def write_run(out_dir: str | os.PathLike, result: RunFilelists) -> Path:
-    """Write one run folder atomically (spec 3.4): train_task_XX_filelist.txt, test_filelist.txt, train_all.txt."""
+def write_run(out_dir: str | os.PathLike, result: RunFilelists, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Write one run folder atomically (spec 3.4): train_task_XX_filelist.txt, test_filelist.txt, train_all.txt.
+
+    The folder also gets the output marker (:data:`augmem.io.MARKER`); it must not overlap ``inputs`` and may only
+    replace an earlier run folder of this step.
+    """
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, inputs=inputs, stage=STAGE, kind="dir") as tmp:
         tmp.mkdir()
         for t, task in enumerate(result.tasks):
             (tmp / f"train_task_{t:02d}_filelist.txt").write_text(filelist_text(task))
@@ -402,12 +407,19 @@ def write_filelists(
     runs: Sequence[int],
     modes: Sequence[bool],
     fidelity: str | DataSwitches,
+    inputs: Iterable[str | os.PathLike] = (),
     **params,
 ) -> list[Path]:
-    """Generate and write every (run, mode) folder; ``modes`` holds offline flags. Returns the folders written."""
+    """Generate and write every (run, mode) folder; ``modes`` holds offline flags. Returns the folders written.
+
+    Every folder is checked (overlap with ``inputs``, ownership, writability: :func:`augmem.io.check_outputs`)
+    before the first one is generated.
+    """
+    folders = {(run, offline): run_dir(out, dataset, scenario, run, offline) for run in runs for offline in modes}
+    check_outputs(folders.values(), inputs=inputs, stage=STAGE, kind="dir")
     written = []
     for run in runs:
         for offline in modes:
             result = make_run(train, test, scenario, run, offline, fidelity, **params)
-            written.append(write_run(run_dir(out, dataset, scenario, run, offline), result))
+            written.append(write_run(folders[(run, offline)], result, inputs))
     return written

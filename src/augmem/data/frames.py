@@ -19,6 +19,7 @@ from augmem.data.ffmpeg_bin import ffmpeg_exe
 from augmem.io import InputError, atomic_path
 
 STDERR_TAIL_LINES = 8
+STAGE = "extract_frames"  # the name in the frames folder's output marker (augmem.io.MARKER)
 
 
 def find_videos(videos_root: str | os.PathLike) -> list[Path]:
@@ -62,8 +63,9 @@ def extract_frames(videos_root: str | os.PathLike, out_root: str | os.PathLike, 
     """Extract every video under ``videos_root`` into ``out_root`` (replaced atomically when all succeed).
 
     Runs ``jobs`` ffmpeg processes at a time. The first failure stops the step (pending videos are cancelled) with
-    an InputError naming the video; nothing is left at ``out_root``. Returns {video path relative to videos_root:
-    number of frames}.
+    an InputError naming the video; nothing is left at ``out_root``. ``out_root`` must not overlap ``videos_root``
+    and may only replace an earlier frames folder (see :func:`augmem.io.atomic_path`). Returns {video path relative
+    to videos_root: number of frames}.
     """
     if size < 1:
         raise InputError(f"size must be a positive number of pixels, not {size}")
@@ -72,7 +74,7 @@ def extract_frames(videos_root: str | os.PathLike, out_root: str | os.PathLike, 
     root = Path(videos_root)
     videos = find_videos(root)
     counts: dict[str, int] = {}
-    with atomic_path(out_root) as tmp:
+    with atomic_path(out_root, inputs=[root], stage=STAGE, kind="dir") as tmp:
         targets = []
         for video in videos:
             rel = video.parent.relative_to(root)

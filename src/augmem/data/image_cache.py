@@ -22,7 +22,7 @@ import torch
 
 from augmem.data.datasets import IMAGENET_MEAN, IMAGENET_STD, _read_lines, open_rgb, study_transform
 from augmem.data.filelists import CORE50_FIRST_FRAME, CORE50_FRAMES, KINDS, read_dirmap
-from augmem.io import InputError, atomic_path, write_json
+from augmem.io import InputError, atomic_path, check_outputs, write_json
 
 FORMAT = "augmem-image-cache"
 VERSION = 1
@@ -64,22 +64,25 @@ def build_image_cache(dirmap_csv: str | os.PathLike, kind: str, image_root: str 
     """Decode every usable image of a dirmap into ``<out_prefix>.u8`` + ``<out_prefix>.json``; returns the JSON dict.
 
     Decoding runs on ``n_threads`` threads (default: the CPU count; PIL releases the GIL while decoding). Both files
-    are written atomically, the JSON last. A missing or corrupt image is an InputError naming it.
+    are written atomically, the JSON last. A missing or corrupt image is an InputError naming it. Both outputs are
+    checked first (not overlapping the inputs, not a folder, writable: :func:`augmem.io.check_outputs`).
     """
     size = int(size)
     if size < 1:
         raise InputError(f"image size must be a positive integer, got {size}")
     image_root = Path(image_root)
+    data_path, json_path = cache_files(out_prefix, ".u8")
+    inputs = [dirmap_csv, image_root]
+    check_outputs([data_path, json_path], inputs=inputs)
     if not image_root.is_dir():
         raise InputError(f"{image_root}: image root folder not found")
     paths = cached_im_paths(read_dirmap(dirmap_csv), kind, sample_rate)
     if not paths:
         raise InputError(f"{dirmap_csv}: no image of the task set-up to cache (kind {kind}, sample_rate {sample_rate})")
-    data_path, json_path = cache_files(out_prefix, ".u8")
     shape = (len(paths), size, size, 3)
     resize = study_transform(size).transforms[0]
     n_threads = max(1, int(n_threads or os.cpu_count() or 1))
-    with atomic_path(data_path) as tmp:
+    with atomic_path(data_path, inputs=inputs) as tmp:
         arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
 
         def fill(i: int) -> None:
