@@ -16,15 +16,17 @@ BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake")
 
 
-def env():
+def env(**extra: str):
     e = dict(os.environ)
     e["PATH"] = f"{BIN}:{e.get('PATH', '')}"
+    e.update(extra)
     return e
 
 
-def snakemake(cwd: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
-    proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=cwd, env=env(), capture_output=True, text=True,
-                          timeout=timeout)
+def snakemake(cwd: Path, *args: str, check: bool = True, timeout: int = 1800,
+              extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=cwd, env=env(**(extra_env or {})),
+                          capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {args} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -90,6 +92,11 @@ SLICE = {
               "runs": 1, "device": "cpu", "threads": 1, "seed_base": 0},
     "hparam_overrides": {"augmem": {"n_epoch_first_task": 2}},
 }
+
+
+def audit_log(work: Path) -> Path:
+    """Where the slice run's file-access audit (augmem.audit) goes: next to the working copy, not inside it."""
+    return work.parent / "audit.jsonl"
 
 
 SLICE_RESULTS = [f"results/core50_demo/reference/class_iid/{agent}/run0" for agent in ("lower_bound", "augmem")]
