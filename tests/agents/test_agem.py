@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from augmem.agents.agem import AGEM, agem_project
 from augmem.train.fidelity import train_switches
+from augmem.train.seeding import replay_random
 
 HP = {"lr": 0.5, "momentum": 0.0, "weight_decay": 0.0, "memory_size": 10, "batch_size": 21}
 
@@ -119,3 +120,18 @@ def test_merged_chunks_equal_batch_by_batch_reference_gradient():
     a._has_batchnorm = lambda: True  # forces one forward pass per memory batch of 3, as the original
     batchwise = a.reference_gradient()
     assert torch.allclose(merged, batchwise, atol=1e-7)
+
+
+def test_random_memory_batch_draws_from_the_replay_rng():
+    """Corrected g_ref (one random memory batch) draws from the agent's replay generator, not the global RNG."""
+    a = make("corrected")
+    tasks = conflicting_tasks()
+    a.set_active([0, 1])
+    a.learn_stream(DataLoader(tasks[0], batch_size=4), 0, 0, True)
+    state = replay_random(a).state()
+    before = torch.get_rng_state()
+    g1 = a.reference_gradient()
+    assert torch.equal(torch.get_rng_state(), before)
+    replay_random(a).load_state(state)
+    torch.rand(3)
+    assert torch.equal(a.reference_gradient(), g1)

@@ -407,7 +407,9 @@ def test_replay_batch_matches_slow_transcription(tiny_stream):
     agent.update_storage(loader(permuted(tasks[0]), 12))
     agent.set_active([0, 1, 2, 3])
     y = tasks[1].tensors[1][:21]
-    random.seed(5)
+    from augmem.train.seeding import replay_random
+
+    replay_random(agent).python.seed(5)  # the agent draws from its own random.Random, the transcription from random
     read, labels, logits = agent.replay_batch(y)
     random.seed(5)
     s_read, s_labels, s_logits = slow_replay_batch(agent, y, float_storage(agent), agent.mem_bar, agent.spatial)

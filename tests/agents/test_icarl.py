@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from augmem.agents.herding import herding_select
 from augmem.agents.icarl import ICaRL, replay_plan
 from augmem.train.fidelity import train_switches
+from augmem.train.seeding import replay_random
 
 
 def original_herding(features: np.ndarray, n: int) -> list[int]:
@@ -270,3 +271,25 @@ def test_checkpoint_round_trip(tmp_path):
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k])
     assert all(torch.equal(a.exemplars[c], b.exemplars[c]) for c in a.exemplars)
+
+
+def test_evaluation_and_replay_leave_the_global_rng_alone():
+    """Class means (evaluation) draw nothing from the global RNG; the replay loader shuffles with the agent's replay
+    generator, whose state travels in the checkpoint."""
+    tasks = class_tasks(n_tasks=2)
+    a = make("reference")
+    run(a, tasks[:1])
+    a._means = None
+    before = torch.get_rng_state()
+    a.predict(tasks[0].tensors[0])
+    assert torch.equal(torch.get_rng_state(), before)
+    state = a.checkpoint_state()
+    assert torch.equal(state["extra"]["replay_rng"]["torch"], replay_random(a).torch.get_state())
+    # the replay loader's shuffle follows the replay generator: same replay state, different global RNG -> same run
+    b = make("reference")
+    b.load_checkpoint_state(copy.deepcopy(state))
+    for agent, seed in ((a, 5), (b, 6)):
+        torch.manual_seed(seed)  # no dropout in the linear model: the global RNG only fed the old loaders
+        run(agent, tasks[1:], start=1)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])

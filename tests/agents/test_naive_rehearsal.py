@@ -8,9 +8,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from augmem.agents.naive_rehearsal import NaiveRehearsal
+from augmem.agents.naive_rehearsal import NaiveRehearsal, TaskMemory
 from augmem.agents.normal_nn import NormalNN
 from augmem.train.fidelity import train_switches
+from augmem.train.seeding import DEFAULT_REPLAY_SEED, replay_random, set_replay_seed
 
 HP = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "memory_size": 10, "batch_size": 8}
 
@@ -113,3 +114,39 @@ def test_checkpoint_round_trip(tiny_stream, tmp_path):
     assert torch.equal(torch.cat(a.memory.x), torch.cat(b.memory.x))
     assert torch.equal(torch.cat(a.memory.y), torch.cat(b.memory.y))
     assert a.memory_bytes() == b.memory_bytes()
+
+
+def test_reservoir_draws_from_the_replay_rng(tiny_stream):
+    """The reservoir draws from the agent's replay generator, not the global RNG: the same replay seed gives the same
+    memory whatever the global RNG did; without the loop the agent uses DEFAULT_REPLAY_SEED."""
+    tasks, _ = tiny_stream
+    torch.manual_seed(0)
+    a = TinyRehearsal(4, dict(HP), train_switches("corrected"))
+    b = TinyRehearsal(4, dict(HP), train_switches("corrected"))
+    assert replay_random(a).seed == DEFAULT_REPLAY_SEED
+    before = torch.get_rng_state()
+    a.add_task_to_memory(tasks[0])
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(5)  # the global RNG moves: no effect
+    b.add_task_to_memory(tasks[0])
+    assert torch.equal(a.memory.x[0], b.memory.x[0])
+    set_replay_seed(b, 123)
+    b.memory = TaskMemory(HP["memory_size"])
+    b.add_task_to_memory(tasks[0])
+    assert not torch.equal(a.memory.x[0], b.memory.x[0])
+
+
+def test_replay_loader_shuffles_with_the_replay_rng(tiny_stream):
+    """Corrected training of task 1: the replay batches follow the replay generator (state in the checkpoint)."""
+    tasks, _ = tiny_stream
+    seen = {}
+    for name in ("a", "b"):
+        torch.manual_seed(0)
+        agent = TinyRehearsal(4, dict(HP), train_switches("corrected"))
+        run(agent, tasks[:1], n_epoch=1)
+        agent.set_active([0, 1, 2, 3])
+        agent.model.eval()
+        agent.update_model = lambda x, y, out=seen.setdefault(name, []): out.append(y.tolist())
+        torch.manual_seed(1 if name == "a" else 2)  # different global RNG: the same replay batches
+        agent.learn_stream(DataLoader(tasks[1], batch_size=8), 1, 0, False)
+    assert seen["a"] == seen["b"]

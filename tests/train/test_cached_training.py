@@ -28,7 +28,8 @@ from augmem.train.seeding import seed_everything
 
 from conftest import tiny_arrays  # tests/conftest.py (tests/ is on sys.path: it has no __init__.py)
 
-TOLERANCE_PP = 2.0
+TOLERANCE_IMAGES = 2  # pixels vs float16 front features: at most this many test images classified differently
+SEEDS = (1, 2)  # AugMem runs of the feature-cache comparison (seeds that learn task 0; see augmem_runs)
 NN_HP = {"optimizer": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 8, "n_epoch": 1,
          "n_epoch_first_task": 2, "weights": "none", "image_size": 32, "n_workers": 0}
 AUG_HP = {"optimizer": "SGD", "lr": 0.001, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 4, "n_epoch": 2,
@@ -139,23 +140,25 @@ def test_normal_nn_decoded_cache_gives_identical_metrics(data, tmp_path, workers
 @pytest.fixture(scope="module")
 def augmem_runs(data, tmp_path_factory):
     """AugMem with the local weights file at 64x64: pixels, front features, and pixels with the front's output
-    rounded to float16; seeds 0 and 1."""
+    rounded to float16; seeds 1 and 2. At this size about a third of the seeds never learn task 0 (50 %: chance);
+    the comparisons need two that do (seed 0 stopped doing so when the loaders stopped drawing from the global RNG,
+    which shifted the dropout masks)."""
     out = tmp_path_factory.mktemp("augmem_runs")
     cls = get_agent_class("AugMem")
     hp = {**AUG_HP, "weights": data["weights"]}
     feats = {"image_cache": data["root"] / "images_64", "feature_cache": data["root"] / "features_64"}
     runs = {}
-    for seed in (0, 1):
+    for seed in SEEDS:
         runs["pixels", seed] = run(data, cls, hp, out / f"pix{seed}", seed=seed)
         runs["features", seed] = run(data, cls, hp, out / f"feat{seed}", seed=seed, **feats)
-    runs["rounded", 0] = run(data, cls, hp, out / "rounded0", seed=0, rounded_front=True)
+    runs["rounded", SEEDS[0]] = run(data, cls, hp, out / "rounded", seed=SEEDS[0], rounded_front=True)
     return out, runs
 
 
 def test_augmem_feature_cache_equals_pixels_with_float16_front(augmem_runs):
     """Training on cached features is the pixel computation with the front's output stored as float16."""
     out, runs = augmem_runs
-    (feat, fa), (rounded, ra) = runs["features", 0], runs["rounded", 0]
+    (feat, fa), (rounded, ra) = runs["features", SEEDS[0]], runs["rounded", SEEDS[0]]
     assert feat["meta"]["inputs"] == "front_features" and rounded["meta"]["inputs"] == "pixels"
     assert comparable(feat) == comparable(rounded)
     # the cache's features were computed in other batches than the training batches, so a few float32 roundings
@@ -164,7 +167,7 @@ def test_augmem_feature_cache_equals_pixels_with_float16_front(augmem_runs):
     assert sorted(fa.storage_idx) == sorted(ra.storage_idx)
     for c in fa.storage_idx:
         assert (fa.storage_idx[c] == ra.storage_idx[c]).float().mean() > 0.99
-    a, b = np.load(out / "feat0" / "viz.npz"), np.load(out / "rounded0" / "viz.npz")
+    a, b = np.load(out / f"feat{SEEDS[0]}" / "viz.npz"), np.load(out / "rounded" / "viz.npz")
     assert a.files == b.files
     for k in a.files:
         if k.endswith(("_logits", "_memory")):
@@ -179,15 +182,18 @@ def test_augmem_feature_cache_equals_pixels_with_float16_front(augmem_runs):
     assert a["task1_images"].shape == (8, 3, 64, 64) and a["task1_images"].dtype == np.uint8
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", SEEDS)
 def test_augmem_feature_cache_within_tolerance_of_pixels(augmem_runs, seed):
     _, runs = augmem_runs
     (pix, pa), (feat, fa) = runs["pixels", seed], runs["features", seed]
     assert pix["test_all"]["mem"][0] >= 80.0  # the first task is learnt: the comparison means something
+    per_class = pix["n_test"] // 4
+    n_images = {"test_all": [per_class * len(t["active"]) for t in pix["tasks"]],
+                "test_first": [per_class * len(pix["tasks"][0]["labels"])] * len(pix["tasks"])}
     for key in ("test_all", "test_first"):
         for path in ("mem", "direct"):
-            for p, f in zip(pix[key][path], feat[key][path]):
-                assert abs(p - f) <= TOLERANCE_PP, (key, path, pix[key][path], feat[key][path])
+            for p, f, n in zip(pix[key][path], feat[key][path], n_images[key]):
+                assert abs(p - f) / 100 * n <= TOLERANCE_IMAGES + 1e-9, (key, path, pix[key][path], feat[key][path])
     # identical storage shapes and bytes
     assert pix["memory_bytes"] == feat["memory_bytes"] and pix["memory_bytes_total"] > 0
     assert sorted(pa.storage_idx) == sorted(fa.storage_idx)
@@ -246,6 +252,8 @@ def test_amp_hooks_autocast_the_network_only(data, tmp_path, impl):
 
     hp = {**AUG_HP, "image_size": 32, "n_epoch_first_task": None, "n_epoch": 1, "visualize": False,
           "weights": "none", "batch_size": 8, "memory_size": 8}
+    if impl != "AugMem":  # AugMem's memory shape is no iCaRL hyperparameter
+        hp = {k: v for k, v in hp.items() if k not in ("memory_Nslots", "memory_Nfeat")}
     sw = train_switches("corrected")
     seed_everything(0)
     agent = get_agent_class(impl)(4, hp, sw, "cpu")

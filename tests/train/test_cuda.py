@@ -68,3 +68,13 @@ def test_memory_read_backward_on_cuda(rows, monkeypatch):
     (MemoryRead.apply(keys, mem, 5.0) * w).sum().backward()
     assert torch.allclose(keys.grad, g_keys, rtol=1e-9, atol=1e-11)
     assert torch.allclose(mem.grad, g_mem, rtol=1e-9, atol=1e-11)
+
+
+def test_cuda_determinism_report(tiny_files, tmp_path):
+    """On CUDA, metrics.json names the GPU and says whether the run was deterministic: deterministic exactly when no
+    op warned (deterministic algorithms and cuDNN determinism are on after seed_everything)."""
+    m = run("NormalNN", tiny_files, tmp_path / "out", "cuda")
+    meta = m["meta"]
+    assert meta["device_name"] == torch.cuda.get_device_name(0)
+    assert isinstance(meta["nondeterministic_ops"], list)
+    assert meta["deterministic"] is (not meta["nondeterministic_ops"])

@@ -107,8 +107,13 @@ def test_metrics_contract_normal_nn(tiny_files, tmp_path):
     t = m["timing"]
     assert len(t["train_s"]) == len(t["eval_s"]) == len(t["train_images_per_s"]) == 2 and t["total_s"] > 0
     assert m["memory_bytes"] == {} and m["memory_bytes_total"] == 0
-    assert not (out / "checkpoint.pt").exists() and not (out / "viz.npz").exists()
+    assert not (out / "checkpoint.pt").exists()
+    assert np.load(out / "viz.npz").files == ["meta_json"]  # always written; visualize off: meta_json only
     assert any(line.startswith("task 2/2 epoch 1/1: 24 images, ") and "test_all acc=" in line for line in logs)
+    # every epoch evaluated (eval_every defaults to epoch); a deterministic CPU run that did not diverge
+    assert [t["evaluated_epochs"] for t in m["tasks"]] == [[0, 1], [0]]
+    assert m["meta"]["deterministic"] is True and m["meta"]["nondeterministic_ops"] == []
+    assert m["meta"]["diverged"] is None and "device_name" not in m["meta"]
 
 
 def test_upper_bound_sees_all_data_so_far(tiny_files, tmp_path):
@@ -157,7 +162,7 @@ def test_empty_task_file_is_evaluated_not_trained(tiny_files, tmp_path):
     m = read_metrics(out)
     assert calls == [0, 0, 1]
     assert m["tasks"][2] == {"task": 2, "labels": [], "active": [0, 1, 2, 3], "n_train": 0, "n_epoch": 0,
-                             "selected_epoch": None}
+                             "selected_epoch": None, "evaluated_epochs": [0]}
     assert m["test_all"]["acc"][2] == m["test_all"]["acc"][1]  # nothing changed
     assert m["acc_matrix"]["acc"][2][2] is None  # no classes in task 2: NaN -> null
     assert m["timing"]["train_images_per_s"][2] is None and len(m["epochs"]["test_all"]["acc"][2]) == 1

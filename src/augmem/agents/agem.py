@@ -9,7 +9,8 @@ The published code's g_ref is the gradient of the *sum* of batch-mean CE losses 
 (batches of ``batch_size // 10 + 1``, not shuffled), recomputed at every step (slow; spec 12.25). That is what both
 fidelities do unless a training switch ``agem_full_memory_reference`` exists and is False, in which case g_ref uses one
 random memory batch of that size per step, as in the A-GEM paper. (The 64x64 input of the published A-GEM runs is the
-``image_size`` hyperparameter, not this code.)
+``image_size`` hyperparameter, not this code.) The reservoir and the random memory batch draw from the agent's replay
+generator (:func:`augmem.train.seeding.replay_random`), not from the global RNG.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from augmem.agents.gem import grad_to_vector, vector_to_grad
 from augmem.agents.naive_rehearsal import ImageMemoryAgent, TaskMemory
+from augmem.train.seeding import replay_random
 
 REF_CHUNK = 128  # memory items per forward pass when the memory batches can be merged (no BatchNorm)
 
@@ -53,7 +55,7 @@ class AGEM(ImageMemoryAgent):
         mx, my = self.memory.tensors()
         self.model.zero_grad()
         if not self.full_memory_reference:
-            idx = torch.randperm(len(my))[: self.memory_batch]
+            idx = torch.randperm(len(my), generator=replay_random(self).torch)[: self.memory_batch]
             loss = self.criterion(self.forward(mx[idx].to(self.device)), my[idx].to(self.device))
             loss.backward()
             return grad_to_vector(self.params).detach().clone()
@@ -92,4 +94,4 @@ class AGEM(ImageMemoryAgent):
     def learn_stream(self, loader, task: int, epoch: int, last_epoch: bool) -> None:
         super().learn_stream(loader, task, epoch, last_epoch)
         if last_epoch:
-            self.memory.add_task(loader.dataset)
+            self.add_task_to_memory(loader.dataset)

@@ -16,7 +16,6 @@ Each quirk of the published code that changes results is a :class:`~augmem.train
 from __future__ import annotations
 
 import math
-import random
 from typing import Any
 
 import torch
@@ -28,6 +27,7 @@ from augmem.io import InputError
 from augmem.models import build_backbone
 from augmem.models.backbones import canonical_name
 from augmem.train.fidelity import TrainSwitches
+from augmem.train.seeding import replay_random
 
 # CLI defaults of experiment_aug.py (spec 5.4); the run scripts override most of them (spec 8.2, 8.3).
 DEFAULTS: dict[str, Any] = {
@@ -386,7 +386,9 @@ class AugMemAgent(Agent):
         """(flat reads, labels, stored logits) of one class-balanced replay batch for the labels ``y``, or None.
 
         R = active classes (ascending) absent from ``y`` with storage; reps = ceil(|y| / |R|); for each rep and each
-        class of R one stored row drawn uniformly with Python ``random.randint`` (the published draw order).
+        class of R one stored row drawn uniformly with ``randint`` (the published draw order). The published code
+        drew from Python's global ``random``; here the draws come from the agent's own ``random.Random``
+        (:func:`augmem.train.seeding.replay_random`, seeded by the loop from the job seed, saved in the checkpoint).
         """
         idx_all, logits_all, offsets, sizes = self._flat_storage()
         present = set(y.tolist())
@@ -394,7 +396,8 @@ class AugMemAgent(Agent):
         if not classes:
             return None
         reps = math.ceil(len(y) / len(classes))
-        draws = [offsets[c] + random.randint(0, sizes[c] - 1) for _ in range(reps) for c in classes]
+        randint = replay_random(self).python.randint
+        draws = [offsets[c] + randint(0, sizes[c] - 1) for _ in range(reps) for c in classes]
         rows = torch.as_tensor(draws, dtype=torch.long, device=idx_all.device)
         labels = torch.as_tensor(classes * reps, dtype=torch.long, device=self.device)
         return self.reconstruct_read(idx_all[rows]), labels, logits_all[rows]
@@ -612,6 +615,7 @@ class AugMemAgent(Agent):
             "task": int(self.task),
             "reg_ref_valid": bool(self.reg_ref_valid),
             "spatial": list(self.spatial) if self.spatial is not None else [],
+            "replay_rng": replay_random(self).state(),
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -625,6 +629,8 @@ class AugMemAgent(Agent):
         self.task = int(state["task"])
         self.reg_ref_valid = bool(state["reg_ref_valid"])
         self.spatial = tuple(int(v) for v in state["spatial"]) if state["spatial"] else None
+        if "replay_rng" in state:
+            replay_random(self).load_state(state["replay_rng"])
         self._invalidate_storage_cache()
 
 

@@ -114,4 +114,4 @@ class GEM(ImageMemoryAgent):
             self._where = (task, step)
             self.update_model(x.to(self.device), y.to(self.device))
         if last_epoch and not self.switches.gem_as_finetune:
-            self.memory.add_task(loader.dataset)
+            self.add_task_to_memory(loader.dataset)

@@ -19,6 +19,9 @@
   per_class = memory_size // seen; old sets are not trimmed and herding allows repeats
   (``icarl_untrimmed_exemplars``; corrected: trimmed to per_class, distinct picks); herding with the Frobenius-norm
   quirk (``herding_frobenius_norm``). Exemplars are the stored (already transformed) image tensors.
+* Randomness: the replay loader shuffles with the agent's replay generator
+  (:func:`augmem.train.seeding.replay_random`, saved in the checkpoint); the feature loaders draw nothing from the
+  global RNG, so evaluating (class means) never moves the training's random numbers.
 * Prediction: nearest class mean of exemplars (mean of the features, L2-normalised; test features normalised).
   When an active class has no exemplars yet (corrected, before a task's last epoch) the network's argmax over the
   active nodes is used instead.
@@ -37,6 +40,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from augmem.agents.herding import herding_select
 from augmem.agents.naive_rehearsal import cycle, dataset_labels, image_bytes, take_items
 from augmem.agents.normal_nn import NormalNN
+from augmem.train.seeding import replay_random, throwaway_generator
 
 FEATURE_BATCH = 100  # batch of the original's exemplar/feature loaders
 
@@ -93,7 +97,7 @@ class ICaRL(NormalNN):
         mode = self.model.training
         self.model.train(train_mode)
         out = []
-        for batch in DataLoader(data, batch_size=FEATURE_BATCH, shuffle=False):
+        for batch in DataLoader(data, batch_size=FEATURE_BATCH, shuffle=False, generator=throwaway_generator()):
             out.append(self.features(batch[0].to(self.device)).float().cpu())
         self.model.train(mode)
         return torch.cat(out) if out else torch.empty(0)
@@ -133,7 +137,8 @@ class ICaRL(NormalNN):
             super().learn_stream(loader, 0, 0, False)
             return
         replay_batch = math.ceil(len(replay_x) / n_train_batches)
-        replay_loader = DataLoader(TensorDataset(replay_x), batch_size=replay_batch, shuffle=True)
+        replay_loader = DataLoader(TensorDataset(replay_x), batch_size=replay_batch, shuffle=True,
+                                   generator=replay_random(self).torch)
         self.n_train_steps = 0
         if self.switches.icarl_misaligned_distill:
             # targets of one shuffle, by batch index (current model, train mode)
@@ -222,11 +227,14 @@ class ICaRL(NormalNN):
             "seen_classes": int(self.seen_classes),
             "exemplar_labels": [int(c) for c in self.exemplars],
             "exemplars": [ex.clone() for ex in self.exemplars.values()],
+            "replay_rng": replay_random(self).state(),
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.seen_classes = int(state["seen_classes"])
         self.exemplars = {int(c): ex.clone() for c, ex in zip(state["exemplar_labels"], state["exemplars"])}
+        if "replay_rng" in state:
+            replay_random(self).load_state(state["replay_rng"])
         self._means = None
         self._old_model = None
         self._old_model_task = None

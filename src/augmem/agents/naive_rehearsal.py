@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from augmem.agents.normal_nn import NormalNN
+from augmem.train.seeding import replay_random, throwaway_generator
 
 
 def dataset_labels(dataset) -> list[int]:
@@ -28,7 +29,7 @@ def dataset_labels(dataset) -> list[int]:
         if vals is not None and len(vals) == len(dataset):
             return [int(v) for v in (vals.tolist() if torch.is_tensor(vals) else vals)]
     out: list[int] = []
-    for _, y in DataLoader(dataset, batch_size=256, shuffle=False):
+    for _, y in DataLoader(dataset, batch_size=256, shuffle=False, generator=throwaway_generator()):
         out.extend(int(v) for v in y.tolist())
     return out
 
@@ -55,8 +56,9 @@ class TaskMemory:
     """Per-task stored images (the original's ``Storage`` list) with the reservoir rule of the rehearsal baselines.
 
     After task k (k = 1, 2, ...): m = min(|task data|, memory_size // k); every stored task is truncated to its first
-    m items and m random items of the new task (``torch.randperm``, global RNG) are added. Empty tasks are skipped
-    (the original would count them and shrink every stored task to 0 items).
+    m items and m random items of the new task (``torch.randperm``; the original drew from the global RNG, here from
+    the agent's replay generator, see :mod:`augmem.train.seeding`) are added. Empty tasks are skipped (the original
+    would count them and shrink every stored task to 0 items).
     """
 
     def __init__(self, memory_size: int):
@@ -68,7 +70,7 @@ class TaskMemory:
     def __len__(self) -> int:
         return int(sum(len(t) for t in self.y))
 
-    def add_task(self, dataset) -> None:
+    def add_task(self, dataset, generator: torch.Generator | None = None) -> None:
         n = len(dataset)
         if n == 0:
             return
@@ -76,7 +78,7 @@ class TaskMemory:
         m = min(n, self.memory_size // self.task_count)
         self.x = [t[:m] for t in self.x]
         self.y = [t[:m] for t in self.y]
-        idx = torch.randperm(n)[:m]
+        idx = torch.randperm(n, generator=generator)[:m]
         x, y = take_items(dataset, idx.tolist())
         self.x.append(x)
         self.y.append(y)
@@ -109,7 +111,8 @@ def cycle(loader):
 
 
 class ImageMemoryAgent(NormalNN):
-    """Shared by the agents that keep a TaskMemory of images (naive rehearsal, GEM, A-GEM): budget and checkpoint."""
+    """Shared by the agents that keep a TaskMemory of images (naive rehearsal, GEM, A-GEM): budget and checkpoint
+    (the memory and the agent's replay randomness)."""
 
     memory: TaskMemory
 
@@ -117,10 +120,16 @@ class ImageMemoryAgent(NormalNN):
         return {"images": self.memory.n_bytes()}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"memory": self.memory.state()}
+        return {"memory": self.memory.state(), "replay_rng": replay_random(self).state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.memory.load_state(state["memory"])
+        if "replay_rng" in state:
+            replay_random(self).load_state(state["replay_rng"])
+
+    def add_task_to_memory(self, dataset) -> None:
+        """The reservoir step of the task that ``dataset`` holds, drawing from the agent's replay generator."""
+        self.memory.add_task(dataset, replay_random(self).torch)
 
 
 class NaiveRehearsal(ImageMemoryAgent):
@@ -141,10 +150,11 @@ class NaiveRehearsal(ImageMemoryAgent):
             mx, my = self.memory.tensors()
             if n_train_batches > 0:
                 replay_batch = math.ceil(len(my) / n_train_batches)
-                replay = cycle(DataLoader(TensorDataset(mx, my), batch_size=replay_batch, shuffle=True))
+                replay = cycle(DataLoader(TensorDataset(mx, my), batch_size=replay_batch, shuffle=True,
+                                          generator=replay_random(self).torch))
                 for x, y in loader:
                     self.update_model(x.to(self.device), y.to(self.device))
                     rx, ry = next(replay)
                     self.update_model(rx.to(self.device), ry.to(self.device))
         if last_epoch and not self.switches.rehearsal_as_finetune:
-            self.memory.add_task(loader.dataset)
+            self.add_task_to_memory(loader.dataset)

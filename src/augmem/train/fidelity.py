@@ -17,6 +17,12 @@ class TrainSwitches:
     """12.12: keep-best picks the epoch with the best *test* accuracy (the original's --validate crashed). Corrected:
     pick on a held-out validation split (25 % of the test set, seeded by the run; reported test accuracy then uses
     the remaining 75 %)."""
+    continue_after_divergence: bool = True
+    """Training goes on when the network diverges: with several epochs per task the published EWC, online EWC and MAS
+    drive the weights to 1e5 and MAS to NaN, and the run still reports the accuracies of the broken network
+    (``meta.diverged`` in metrics.json records the first task and epoch with non-finite weights or loss). Corrected:
+    the loop checks after every epoch that the weights of ``agent.model`` (and the agent's ``last_loss``, when it keeps
+    one) are finite, and stops with an error (``TrainingDiverged``) naming the agent, the task and the epoch."""
     topk_prediction_ties: bool = True
     """5.1: predictions are ``output[:, active].topk(1, 1, True, True)`` (the original's utils/metric.py), whose
     choice among tied (or NaN) scores differs from ``argmax`` (first index). It matters when a diverged network gives

@@ -1,6 +1,7 @@
 """The stream-learning loop (spec 5.1): tasks in order, epochs over the task filelist in stream order, evaluation
-after every epoch, keep-best, per-task accuracy matrix, timings, checkpoints, and the per-run outputs
-(``metrics.json``, optional ``viz.npz``; format in the project's metrics contract).
+after every epoch (or, with ``eval_every: task``, after a task's last epoch), keep-best, per-task accuracy matrix,
+timings, checkpoints, and the per-run outputs (``metrics.json``, ``viz.npz``; format in the project's metrics
+contract).
 
 The loop talks to agents only through :class:`augmem.agents.base.Agent`'s interface. Accuracies are computed here
 from the per-sample predictions of ``agent.predict(x)`` (one pass over the active test subset per evaluation), so
@@ -9,14 +10,29 @@ every number of one evaluation (all seen classes, first-task classes, accuracy-m
 Definitions used in the outputs:
 * ``labels`` of task t: the labels of the task's filelist (for offline agents, of the cumulative offline task);
 * ``active`` after task t: the sorted union of the labels of tasks 0..t (spec 5.1 step 2);
-* ``acc_matrix[i][j]``: accuracy on the test images whose label is among task j's labels, after task i (j <= i).
+* ``acc_matrix[i][j]``: accuracy on the test images whose label is among task j's labels, after task i (j <= i);
+* ``epochs[kind][path][t]``: the per-epoch curve of task t, one value per *evaluated* epoch, whose epoch indices
+  (0-based) are ``tasks[t]["evaluated_epochs"]``: every epoch with ``eval_every: epoch`` (the published behaviour) and
+  in tasks with keep-best, else only the task's last epoch (a task without training data: one evaluation, epoch 0);
+* ``meta.deterministic``: True when deterministic algorithms were on (:func:`augmem.train.seeding.seed_everything`)
+  and no op warned that it has no deterministic implementation during the run (``meta.nondeterministic_ops``: those
+  ops, in order of first warning; ``use_deterministic_algorithms(warn_only=True)`` only warns);
+* ``meta.diverged``: null, or the first task and epoch (1-based) after which the weights or the loss were not
+  finite (reference fidelity trains on, as the original; corrected stops there with :class:`TrainingDiverged`).
+
+Randomness by owner (:mod:`augmem.train.seeding`): training, evaluation and visualisation loaders draw from their
+own generators and the agent's replay draws from its own, so evaluating more or less often, the validation split,
+``visualize`` and the number of loader workers leave the training untouched; dropout and weight initialisation use
+the global torch RNG, which only training consumes.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,9 +42,11 @@ import torch
 from augmem.data.datasets import IMAGENET_MEAN, IMAGENET_STD, FilelistDataset, check_filelists, study_transform
 from augmem.io import InputError, atomic_path, write_json
 from augmem.train.checkpoint import file_digest, fingerprint, load_checkpoint, remove_checkpoint, save_checkpoint
-from augmem.train.seeding import rng_state, set_rng_state
+from augmem.train.seeding import derive_seed, owner_generator, rng_state, set_replay_seed, set_rng_state
 
 VAL_FRACTION = 0.25
+EVAL_EVERY = ("epoch", "task")
+RNG_SCHEME = "by-owner-1"  # in the checkpoint fingerprint: checkpoints of the earlier global-RNG loop are not resumed
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -80,13 +98,16 @@ def collate(batch):
     return pre if pre is not None else torch.utils.data.default_collate(batch)
 
 
-def make_loader(dataset, batch_size: int, n_workers: int, device: torch.device):
+def make_loader(dataset, batch_size: int, n_workers: int, device: torch.device,
+                generator: torch.Generator | None = None, persistent: bool | None = None):
     """The stream loader of spec 4: filelist order (no shuffling). On CUDA: pinned memory, and with workers,
-    persistent workers (the loop reuses one loader per dataset for all epochs of a task)."""
+    persistent workers (the loop reuses one loader per dataset for all epochs of a task; ``persistent`` overrides).
+    Every iterator draws its base seed from ``generator`` (its owner's; None: the global torch RNG)."""
     cuda = device.type == "cuda"
+    persistent = (cuda if persistent is None else bool(persistent)) and n_workers > 0
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers,
-                                       collate_fn=collate, pin_memory=cuda,
-                                       persistent_workers=cuda and n_workers > 0)
+                                       collate_fn=collate, pin_memory=cuda, persistent_workers=persistent,
+                                       generator=generator)
 
 
 def choose_inputs(agent, hp: dict[str, Any], image_root: str | Path, image_cache: str | Path | None = None,
@@ -181,14 +202,15 @@ class Predictions:
 
 
 def predict_subset(agent, dataset, indices: list[int], batch_size: int, n_workers: int,
-                   loader=None) -> Predictions:
+                   loader=None, generator: torch.Generator | None = None) -> Predictions:
     """One pass of ``agent.predict`` over ``dataset[indices]`` (in that order); ``loader`` (optional) is a loader
-    over exactly that subset, reused between calls."""
+    over exactly that subset, reused between calls; else one is made with ``generator`` (the evaluation's)."""
     paths = agent.output_paths()
     ys, preds = [], {p: [] for p in paths}
     if indices:
         if loader is None:
-            loader = make_loader(torch.utils.data.Subset(dataset, indices), batch_size, n_workers, agent.device)
+            loader = make_loader(torch.utils.data.Subset(dataset, indices), batch_size, n_workers, agent.device,
+                                 generator)
         for x, y in loader:
             out = agent.predict(x.to(agent.device))
             missing = set(paths) - set(out)
@@ -219,8 +241,10 @@ def _denormalise(x: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def visualization_arrays(agent, dataset, test_idx: list[int], test_labels: list[int], preds: Predictions,
-                         t: int, hp: dict, batch_size: int, n_workers: int) -> dict[str, np.ndarray]:
-    """The ``task{t}_*`` arrays of viz.npz (see the metrics contract)."""
+                         t: int, hp: dict, batch_size: int, n_workers: int,
+                         generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
+    """The ``task{t}_*`` arrays of viz.npz (see the metrics contract); the loader draws from ``generator`` (the
+    visualisation's)."""
     active = list(agent.active)
     per_class = int(hp.get("viz_per_class", 50))
     n_images = int(hp.get("viz_images_per_class", 4))
@@ -240,7 +264,7 @@ def visualization_arrays(agent, dataset, test_idx: list[int], test_labels: list[
     primary = agent.primary_path
     row = 0
     if chosen:
-        loader = make_loader(torch.utils.data.Subset(dataset, chosen), batch_size, n_workers, agent.device)
+        loader = make_loader(torch.utils.data.Subset(dataset, chosen), batch_size, n_workers, agent.device, generator)
         for x, y in loader:
             xd = x.to(agent.device)
             pred.append(agent.predict(xd)[primary].cpu())
@@ -294,6 +318,73 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             np.savez_compressed(fh, **arrays)
 
 
+# ---------------------------------------------------------------------------------------------------------- checks
+NONDETERMINISM = [  # warnings of torch.use_deterministic_algorithms(True, warn_only=True); group "op" names the op
+    re.compile(r"(?P<op>\S+) does not have a deterministic implementation"),
+    re.compile(r"this operation is not deterministic because (?P<op>[^.,;]+)"),
+]
+
+
+class WarningRecorder:
+    """Context manager around a run's work: records the ops that warned they have no deterministic implementation
+    (``ops``, in order of first warning) and logs every distinct warning once (``warning: <category>: <first line>``).
+
+    Those determinism warnings are always shown to it (torch may raise one per call); every warning is still handed
+    on to the caller's ``warnings.showwarning``, each distinct determinism warning once, other warnings as the
+    caller's filters say."""
+
+    def __init__(self, log: Callable[[str], None] = print):
+        self.log = log
+        self.ops: list[str] = []
+        self._seen: set[tuple[type, str]] = set()
+
+    def __enter__(self) -> WarningRecorder:
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        self._forward = warnings.showwarning
+        for pattern in NONDETERMINISM:
+            warnings.filterwarnings("always", message=".*" + pattern.pattern.replace("(?P<op>", "("))
+        warnings.showwarning = self._show
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ctx.__exit__(*exc)
+
+    def _show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        key = (category, text)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        for pattern in NONDETERMINISM:
+            m = pattern.search(text)
+            if m and m.group("op").strip() not in self.ops:
+                self.ops.append(m.group("op").strip())
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        self.log(f"warning: {category.__name__}: {first}")
+        self._forward(message, category, filename, lineno, file, line)
+
+
+class TrainingDiverged(RuntimeError):
+    """The network diverged (non-finite weights or loss) and the fidelity says to stop (corrected)."""
+
+
+def divergence(agent) -> str | None:
+    """What is not finite after an epoch, or None: floating-point tensors of ``agent.model``'s state dict (one
+    device sync), and the agent's ``last_loss`` when it keeps one."""
+    tensors = [(k, v) for k, v in agent.model.state_dict().items() if torch.is_tensor(v) and v.is_floating_point()]
+    what = []
+    if tensors and not bool(torch.stack([torch.isfinite(v).all() for _, v in tensors]).all()):
+        bad = [k for k, v in tensors if not bool(torch.isfinite(v).all())]
+        what.append(f"non-finite weights in {len(bad)} tensor(s): {', '.join(bad[:5])}"
+                    + (", ..." if len(bad) > 5 else ""))
+    loss = getattr(agent, "last_loss", None)
+    if isinstance(loss, (int, float)) or (torch.is_tensor(loss) and loss.numel() == 1):
+        if not math.isfinite(float(loss)):
+            what.append(f"loss {float(loss)}")
+    return "; ".join(what) or None
+
+
 # ---------------------------------------------------------------------------------------------------------- loop
 def _new_partial(paths: list[str], use_val: bool) -> dict[str, Any]:
     per_path = lambda: {p: [] for p in paths}  # noqa: E731
@@ -301,6 +392,7 @@ def _new_partial(paths: list[str], use_val: bool) -> dict[str, Any]:
         "tasks": [], "test_all": per_path(), "test_first": per_path(), "acc_matrix": per_path(),
         "epochs": {"test_all": per_path(), "test_first": per_path()},
         "timing": {"train_s": [], "eval_s": [], "train_images_per_s": []}, "elapsed_s": 0.0,
+        "nondeterministic_ops": [], "diverged": None,
     }
     partial["val_all"] = per_path() if use_val else None
     if use_val:
@@ -313,15 +405,26 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
                image_cache: str | Path | None = None, feature_cache: str | Path | None = None,
                class_names: dict[int, str] | None = None, stop_after_task: int | None = None,
                log: Callable[[str], None] = print) -> dict[str, Any] | None:
-    """Train ``agent`` on one run's task stream and write ``metrics.json`` (and ``viz.npz``) into ``out_dir``.
+    """Train ``agent`` on one run's task stream and write ``metrics.json`` and ``viz.npz`` into ``out_dir``.
 
     ``run_dir`` holds ``stream/`` and ``offline/``; offline agents read ``offline/``. ``dataset_factory(filelist)``
     builds a dataset with a ``targets`` list (default: :class:`FilelistDataset` with the study transform at
     ``hp["image_size"]``, or a cache: see :func:`choose_inputs`; ``meta["inputs"]`` records the choice). CUDA-only
-    options of hp: ``amp`` (bf16 autocast) and ``channels_last``. Resumes from ``<out_dir>/checkpoint.pt`` when its
-    fingerprint matches. With ``stop_after_task=t`` it stops (returning None) right after task t's checkpoint, as a
-    killed job would. Returns the metrics dict.
+    options of hp: ``amp`` (bf16 autocast) and ``channels_last``. ``hp["eval_every"]``: ``epoch`` (default, as
+    published) or ``task`` (only after a task's last epoch; tasks with keep-best still evaluate every epoch).
+    Resumes from ``<out_dir>/checkpoint.pt`` when its fingerprint matches. With ``stop_after_task=t`` it stops
+    (returning None) right after task t's checkpoint, as a killed job would. Returns the metrics dict. Raises
+    :class:`TrainingDiverged` when the network diverges and switch ``continue_after_divergence`` is off.
+    Warnings raised during the run are logged (:class:`WarningRecorder`) and determinism is reported in ``meta``.
     """
+    with WarningRecorder(log) as recorder:
+        return _run_stream(agent, run_dir, image_root, out_dir, hp=hp, switches=switches, meta=meta, seed=seed,
+                           dataset_factory=dataset_factory, image_cache=image_cache, feature_cache=feature_cache,
+                           class_names=class_names, stop_after_task=stop_after_task, log=log, recorder=recorder)
+
+
+def _run_stream(agent, run_dir, image_root, out_dir, *, hp, switches, meta, seed, dataset_factory, image_cache,
+                feature_cache, class_names, stop_after_task, log, recorder: WarningRecorder):
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -342,9 +445,13 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
     n_epoch_first = None if n_epoch_first is None else int(n_epoch_first)
     if n_epoch < 1 or (n_epoch_first is not None and n_epoch_first < 1):
         raise InputError(f"n_epoch ({n_epoch}) and n_epoch_first_task ({n_epoch_first}) must be >= 1")
+    eval_every = hp.get("eval_every", "epoch")
+    if eval_every not in EVAL_EVERY:
+        raise InputError(f"eval_every must be one of {list(EVAL_EVERY)}, not {eval_every!r}")
     keep_best_all = bool(hp.get("keep_best_net_all_tasks", False))
     keep_best_first = bool(hp.get("keep_best_task1_net", False))
     keep_best_possible = n_epoch_first is not None and n_epoch_first > 1
+    stop_when_diverged = not getattr(switches, "continue_after_divergence", True)
 
     def keep_best_for(t: int) -> bool:  # spec 5.1 step 4 (n_epoch_first_task > 1 gates every task)
         return (keep_best_all or (keep_best_first and t == 0)) and keep_best_possible
@@ -372,14 +479,19 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
     inputs = {p.name: file_digest(p) for p in [files.folder / "train_all.txt", files.test_file,
                                                  *files.task_files.values()]}
     fp = fingerprint({"meta": meta, "hp": hp, "switches": switches_d, "seed": int(seed), "mode": mode,
-                      "inputs": inputs, "image_root": str(Path(image_root).resolve())})
+                      "inputs": inputs, "image_root": str(Path(image_root).resolve()), "rng": RNG_SCHEME})
+
+    # randomness by owner (augmem.train.seeding): loaders draw their base seeds from their owner's generator, the
+    # agent's replay draws from its own; the global RNGs (dropout, weight init) are left to training
+    gens = {owner: owner_generator(seed, owner) for owner in ("train", "eval", "viz")}
+    set_replay_seed(agent, derive_seed(seed, "replay"))
 
     # resume or start over
     state = load_checkpoint(out_dir, fp, log=log)
     viz: dict[str, np.ndarray] = {}
     if state is not None:
         agent.load_checkpoint_state(state["agent"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], gens)
         partial = state["partial"]
         viz = {k: v.numpy() for k, v in state.get("viz", {}).items()}
         first_task = int(state["next_task"])
@@ -387,6 +499,7 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
     else:
         partial = _new_partial(paths, use_val)
         first_task = 0
+    recorder.ops[:0] = [op for op in partial["nondeterministic_ops"] if op not in recorder.ops]
     # a finished run's metrics.json / viz.npz stay in place until the new ones replace them (atomically, at the end)
 
     for t in range(first_task, n_tasks):
@@ -397,6 +510,7 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
         if n_train == 0:
             n_ep = 0  # an empty task file (instance-scenario quirk): nothing to learn, still evaluated
         keep_best = keep_best_for(t) and n_ep > 0
+        last_e = max(n_ep, 1) - 1
         active_set = set(active[t])
         t_idx = [i for i in test_idx if test_labels[i] in active_set]
         v_idx = [i for i in val_idx if test_labels[i] in active_set]
@@ -404,20 +518,37 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
 
         ep_vals: list[dict[str, dict[str, float]]] = []
         ep_preds: list[Predictions] = []
+        ev_epochs: list[int] = []  # the epochs evaluated (ep_vals[k] was taken after epoch ev_epochs[k])
         train_s = eval_s = 0.0
         best = None  # (score, epoch, weights)
         # one loader per dataset for all epochs of the task (no shuffling: every pass has the filelist order)
-        loader = make_loader(train_ds, batch_size, n_workers, agent.device) if n_ep > 0 else None
+        loader = make_loader(train_ds, batch_size, n_workers, agent.device, gens["train"]) if n_ep > 0 else None
         subset_loader = lambda idx: (make_loader(torch.utils.data.Subset(test_ds, idx), batch_size, n_workers,  # noqa
-                                                 agent.device) if idx else None)
+                                                 agent.device, gens["eval"]) if idx else None)
         test_loader, val_loader = subset_loader(t_idx), (subset_loader(v_idx) if use_val else None)
-        for e in range(max(n_ep, 1)):
+        for e in range(last_e + 1):
             ep_train_s = 0.0
             if n_ep > 0:
                 t0 = time.perf_counter()
                 agent.learn_stream(loader, task=t, epoch=e, last_epoch=(e == n_ep - 1))
                 ep_train_s = time.perf_counter() - t0
                 train_s += ep_train_s
+                bad = divergence(agent)
+                if bad is not None:
+                    where = f"task {t + 1}/{n_tasks}, epoch {e + 1}/{n_ep}"
+                    if stop_when_diverged:
+                        raise TrainingDiverged(
+                            f"agent {agent.name} diverged in {where}: {bad}. Corrected fidelity stops here instead "
+                            "of reporting the accuracies of a broken network (switch continue_after_divergence).")
+                    if partial["diverged"] is None:
+                        partial["diverged"] = {"task": t + 1, "epoch": e + 1, "what": bad}
+                        log(f"warning: agent {agent.name} diverged in {where}: {bad}; training goes on as in the "
+                            "original (switch continue_after_divergence)")
+            ips = n_train / ep_train_s if ep_train_s > 0 else math.nan
+            msg = f"task {t + 1}/{n_tasks} epoch {e + 1}/{last_e + 1}: {n_train} images, {ips:.1f} img/s"
+            if not (keep_best or eval_every == "epoch" or e == last_e):
+                log(msg + " (evaluated after the task's last epoch)")
+                continue
             t0 = time.perf_counter()
             pr = predict_subset(agent, test_ds, t_idx, batch_size, n_workers, test_loader)
             vals = {"test_all": {p: accuracy(pr.pred[p], pr.y) for p in paths},
@@ -428,9 +559,8 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
             eval_s += time.perf_counter() - t0
             ep_vals.append(vals)
             ep_preds.append(pr)
-            ips = n_train / ep_train_s if ep_train_s > 0 else math.nan
-            msg = (f"task {t + 1}/{n_tasks} epoch {e + 1}/{max(n_ep, 1)}: {n_train} images, {ips:.1f} img/s, "
-                   "test_all " + " ".join(f"{p}={vals['test_all'][p]:.1f}" for p in paths))
+            ev_epochs.append(e)
+            msg += ", test_all " + " ".join(f"{p}={vals['test_all'][p]:.1f}" for p in paths)
             if use_val:
                 msg += " val_all " + " ".join(f"{p}={vals['val_all'][p]:.1f}" for p in paths)
             log(msg)
@@ -446,17 +576,19 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
             log(f"task {t + 1}/{n_tasks}: keep-best restored epoch {sel + 1}/{n_ep} "
                 f"({select_path} on {'test' if switches.keep_best_on_test else 'validation'})")
         else:
-            sel = len(ep_vals) - 1
-        pr = ep_preds[sel]
+            sel = last_e
+        k = ev_epochs.index(sel)
+        pr = ep_preds[k]
 
         # record the selected epoch's values
         partial["tasks"].append({"task": t, "labels": sorted(labels[t]), "active": list(active[t]),
-                                 "n_train": n_train, "n_epoch": n_ep, "selected_epoch": sel if n_ep > 0 else None})
+                                 "n_train": n_train, "n_epoch": n_ep, "selected_epoch": sel if n_ep > 0 else None,
+                                 "evaluated_epochs": list(ev_epochs)})
         for p in paths:
-            partial["test_all"][p].append(ep_vals[sel]["test_all"][p])
-            partial["test_first"][p].append(ep_vals[sel]["test_first"][p])
+            partial["test_all"][p].append(ep_vals[k]["test_all"][p])
+            partial["test_first"][p].append(ep_vals[k]["test_first"][p])
             if use_val:
-                partial["val_all"][p].append(ep_vals[sel]["val_all"][p])
+                partial["val_all"][p].append(ep_vals[k]["val_all"][p])
             row = [accuracy(pr.pred[p], pr.y, torch.isin(pr.y, torch.as_tensor(labels[j], dtype=torch.long)))
                    if j <= t else None for j in range(n_tasks)]
             partial["acc_matrix"][p].append(row)
@@ -471,16 +603,14 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
 
         del loader, test_loader, val_loader  # ends persistent workers
         if hp.get("visualize", False):
-            # the visualisation pass must not move the RNG (its DataLoader draws a seed from it), or turning
-            # `visualize` on would change the training that follows
-            with torch.random.fork_rng(devices=[agent.device] if agent.device.type == "cuda" else []):
-                viz.update(visualization_arrays(agent, test_ds, test_idx, test_labels, pr, t, hp, batch_size,
-                                                n_workers))
+            viz.update(visualization_arrays(agent, test_ds, test_idx, test_labels, pr, t, hp, batch_size,
+                                            n_workers, gens["viz"]))
 
         partial["elapsed_s"] = float(partial.get("elapsed_s", 0.0)) + (time.perf_counter() - t_start)
+        partial["nondeterministic_ops"] = list(recorder.ops)
         t_start = time.perf_counter()
         save_checkpoint(out_dir, {
-            "fingerprint": fp, "next_task": t + 1, "agent": agent.checkpoint_state(), "rng": rng_state(),
+            "fingerprint": fp, "next_task": t + 1, "agent": agent.checkpoint_state(), "rng": rng_state(gens),
             "partial": partial, "viz": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in viz.items()},
         })
         if stop_after_task is not None and t == stop_after_task and t < n_tasks - 1:
@@ -490,6 +620,8 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
     # outputs
     mem = {k: int(v) for k, v in agent.memory_bytes().items()}
     total_s = float(partial.get("elapsed_s", 0.0)) + (time.perf_counter() - t_start)
+    meta.update(determinism_meta(agent.device, recorder.ops))
+    meta["diverged"] = partial["diverged"]
     metrics = {
         "meta": meta, "hparams": hp, "switches": switches_d, "primary_path": primary, "paths": paths,
         "tasks": partial["tasks"], "test_all": partial["test_all"], "test_first": partial["test_first"],
@@ -506,3 +638,15 @@ def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str 
     write_json(out_dir / "metrics.json", metrics)
     remove_checkpoint(out_dir)
     return metrics
+
+
+def determinism_meta(device: torch.device, ops: list[str]) -> dict[str, Any]:
+    """``deterministic`` (deterministic algorithms on, cuDNN deterministic without benchmark on CUDA, and no op
+    warned), ``nondeterministic_ops``, and on CUDA the GPU's name (``device_name``)."""
+    on = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cuda":
+        on = on and torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    out: dict[str, Any] = {"deterministic": bool(on and not ops), "nondeterministic_ops": list(ops)}
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    return out
