@@ -16,10 +16,13 @@ import torch
 from augmem.io import InputError, check_no_overlap, check_writable
 
 
+SCENARIOS = ("iid", "class_iid", "instance", "class_instance")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", required=True, help="dataset name (a key of params datasets)")
-    ap.add_argument("--scenario", required=True, help="iid, class_iid, instance or class_instance")
+    ap.add_argument("--scenario", required=True, choices=SCENARIOS)
     ap.add_argument("--agent", required=True, help="agent name (a key of params agents)")
     ap.add_argument("--run", required=True, type=int, help="run number (selects run<R> filelists and the seed)")
     ap.add_argument("--fidelity", required=True, choices=["reference", "corrected"])
@@ -27,8 +30,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--image-root", required=True, help="folder the filelist image paths are relative to")
     ap.add_argument("--out", required=True, help="output folder of this run")
     ap.add_argument("--params-dir", default="params", help="folder of the params YAML files (default: params)")
+    ap.add_argument("--config", action="append", default=[], metavar="FILE",
+                    help="configuration file merged over <params-dir>/default.yaml, like snakemake --configfile "
+                         "(repeatable; hparam_overrides, define_datasets)")
     ap.add_argument("--hparams", default=None,
-                    help='JSON with "impl", "n_class", optional "kind" and the hyperparameters; bypasses params/')
+                    help='the resolved job as JSON ({"impl", "n_class", "kind", hyperparameters...}, what the '
+                         "workflow passes); validated like the params route")
+    ap.add_argument("--imagenet-weights", default=None, metavar="FILE",
+                    help="state-dict file that stands in for weights 'imagenet' (the fetched file; no network)")
+    ap.add_argument("--n-workers", type=int, default=None,
+                    help="DataLoader workers (execution-only: overrides hp n_workers, not part of the fingerprint)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--seed-base", type=int, default=0, help="seed = seed_base + run (default 0)")
@@ -42,7 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve(args) -> tuple[str, int, str, dict]:
-    """(impl, n_class, kind, hp) from --hparams or from the params folder."""
+    """(impl, n_class, kind, complete validated hp) from --hparams or from the params folder (+ --config files),
+    through the same resolution and validation as the workflow (augmem.train.hparams)."""
+    from augmem.agents import get_agent_class
+    from augmem.train.hparams import load_params, resolve_job
+
     if args.hparams is not None:
         try:
             hp = json.loads(args.hparams)
@@ -53,19 +68,19 @@ def resolve(args) -> tuple[str, int, str, dict]:
         impl = hp.pop("impl")
         n_class = int(hp.pop("n_class"))
         kind = hp.pop("kind", args.dataset)
-        return impl, n_class, kind, hp
-    from augmem.train.hparams import load_params, resolve_hparams
-
-    try:
-        params = load_params(args.params_dir)
-        impl, hp = resolve_hparams(params, args.dataset, args.agent, args.scenario)
-    except (FileNotFoundError, KeyError) as exc:
-        raise InputError(f"{args.params_dir}: {exc.args[0] if exc.args else exc}") from None
-    try:
-        ds = params["datasets"][args.dataset]
-        return impl, int(ds["n_class"]), ds["kind"], dict(hp)
-    except KeyError as exc:
-        raise InputError(f"{args.params_dir}: dataset {args.dataset!r} lacks {exc} in params datasets") from None
+        try:
+            cls = get_agent_class(impl)
+        except ValueError as exc:
+            raise InputError(f"--hparams: {exc}") from None
+        full = cls.check_hparams(hp, {k: "--hparams" for k in hp}, agent=f"{args.agent} ({impl})")
+        return impl, n_class, kind, full
+    params = load_params(args.params_dir, args.config)
+    ds = params["datasets"].get(args.dataset)
+    if ds is not None and args.scenario not in (ds.get("scenarios") or []):
+        raise InputError(f"dataset {args.dataset}: scenario {args.scenario} is not among its scenarios "
+                         f"{ds.get('scenarios')}")
+    job = resolve_job(params, args.dataset, args.agent, args.scenario)
+    return job.impl, job.n_class, job.kind, job.hp
 
 
 def one_line(exc: Exception) -> str:
@@ -95,11 +110,20 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {e}")
     from augmem.agents import get_agent_class
     from augmem.train.fidelity import train_switches
-    from augmem.train.loop import run_stream
+    from augmem.train.loop import TrainingDiverged, run_stream
     from augmem.train.seeding import seed_everything
 
     try:
         impl, n_class, kind, hp = resolve(args)
+        # execution-only settings come from the command line on every route (never from the resolved JSON, so that
+        # changing them reruns nothing): loader workers, and whether a decoded-image cache is read
+        hp = dict(hp, image_cache=args.image_cache is not None)
+        if args.n_workers is not None:
+            hp["n_workers"] = args.n_workers
+        if args.imagenet_weights is not None:
+            from augmem.models.backbones import use_local_imagenet_weights
+
+            use_local_imagenet_weights(hp["backbone"], args.imagenet_weights)
         if args.threads:
             torch.set_num_threads(args.threads)
         if args.device == "auto":
@@ -116,11 +140,12 @@ def main(argv=None) -> int:
         except ValueError as exc:
             raise InputError(str(exc)) from None
         agent = cls(n_class, hp, switches, device)
+        hp = agent.hp
         meta = {"dataset": args.dataset, "kind": kind, "scenario": args.scenario, "agent": args.agent,
                 "impl": impl, "run": args.run, "fidelity": args.fidelity, "seed": seed, "n_class": n_class,
-                "device": device, "torch": torch.__version__, "image_size": int(hp.get("image_size", 224))}
+                "device": device, "torch": torch.__version__, "image_size": hp["image_size"]}
         log = lambda m: print(m, flush=True)  # noqa: E731
-        if args.feature_cache is None and impl == "AugMem" and hp.get("feature_cache", False):
+        if args.feature_cache is None and impl == "AugMem" and hp["feature_cache"]:
             from augmem.data.feature_cache import feature_cache_reason
 
             reason = feature_cache_reason(impl, hp)
@@ -129,7 +154,7 @@ def main(argv=None) -> int:
         run_stream(agent, args.filelists, args.image_root, args.out, hp=hp, switches=switches, meta=meta, seed=seed,
                    image_cache=args.image_cache, feature_cache=args.feature_cache,
                    stop_after_task=args.stop_after_task, log=log)
-    except InputError as e:
+    except (InputError, TrainingDiverged) as e:
         raise SystemExit(f"error: {one_line(e)}")
     return 0
 

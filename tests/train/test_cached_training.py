@@ -116,10 +116,12 @@ def run(data, cls, hp, out, seed=0, logs=None, rounded_front=False, **caches):
 
 
 def comparable(m: dict) -> dict:
-    """metrics without what legitimately differs between input paths: timings and meta.inputs."""
+    """metrics without what legitimately differs between input paths: timings, meta.inputs and (for the float16
+    front features) the fingerprint."""
     m = json.loads(json.dumps(m))
     m.pop("timing")
     m["meta"].pop("inputs")
+    m["meta"].pop("fingerprint")
     return m
 
 
@@ -131,6 +133,8 @@ def test_normal_nn_decoded_cache_gives_identical_metrics(data, tmp_path, workers
     cached, _ = run(data, NormalNN, hp, tmp_path / "cache", image_cache=data["root"] / "images_32")
     assert pix["meta"]["inputs"] == "pixels" and cached["meta"]["inputs"] == "decoded_cache"
     assert comparable(cached) == comparable(pix)
+    # the decoded-image cache and n_workers are execution-only: the same job fingerprint (nothing reruns)
+    assert cached["meta"]["fingerprint"] == pix["meta"]["fingerprint"]
     a, b = np.load(tmp_path / "pix" / "viz.npz"), np.load(tmp_path / "cache" / "viz.npz")
     assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
     assert a["task1_logits"].std() > 0  # the (bit-identical) network outputs are not degenerate

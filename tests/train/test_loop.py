@@ -376,7 +376,7 @@ def test_stage_bad_inputs(tiny_files, tmp_path):
     image_root, _ = tiny_files
     with pytest.raises(SystemExit, match=r"^error: --hparams: not valid JSON"):
         stage.main(_stage_args(tiny_files, tmp_path / "o", {})[:-1] + ["{nope"])
-    with pytest.raises(SystemExit, match=r"^error: unknown agent implementation 'Nope'"):
+    with pytest.raises(SystemExit, match=r"^error: --hparams: unknown agent implementation 'Nope'"):
         stage.main(_stage_args(tiny_files, tmp_path / "o", {"impl": "Nope"}))
     (image_root / "test/c1/007.png").unlink()
     with pytest.raises(SystemExit, match=r"^error: 1 listed image\(s\) missing .*007\.png \(listed in "
@@ -420,8 +420,8 @@ def test_stage_with_params_dir(tiny_files, tmp_path):
     params.mkdir()
     (params / "default.yaml").write_text(yaml.safe_dump({}))
     (params / "datasets.yaml").write_text(yaml.safe_dump({"tiny": {"kind": "tinykind", "n_class": 4, "hp": {
-        "image_size": 32, "weights": "none", "n_workers": 0}}}))
-    (params / "agents.yaml").write_text(yaml.safe_dump({"defaults": {**HP, "n_epoch_first_task": None},
+        "image_size": 32, "weights": "none", "n_workers": 0}, "scenarios": ["class_iid"]}}))
+    (params / "agents.yaml").write_text(yaml.safe_dump({"all_agents": {**HP, "n_epoch_first_task": None},
                                                         "agents": {"lower_bound": {"impl": "NormalNN",
                                                                                    "hp": {"lr": 0.005}}}}))
     args = _stage_args(tiny_files, tmp_path / "out", {})
@@ -432,3 +432,16 @@ def test_stage_with_params_dir(tiny_files, tmp_path):
     bad = args[: args.index("--agent") + 1] + ["nope"] + args[args.index("--agent") + 2:]
     with pytest.raises(SystemExit, match=r"^error: .*unknown agent 'nope'"):
         stage.main(bad)
+    # a scenario the dataset does not have, a bogus one, a bad value in a --config file: errors before training
+    other = args[: args.index("--scenario") + 1] + ["iid"] + args[args.index("--scenario") + 2:]
+    with pytest.raises(SystemExit, match=r"^error: dataset tiny: scenario iid is not among its scenarios"):
+        stage.main(other)
+    bogus = args[: args.index("--scenario") + 1] + ["bogus"] + args[args.index("--scenario") + 2:]
+    with pytest.raises(SystemExit):
+        stage.main(bogus)
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(yaml.safe_dump({"hparam_overrides": {"lower_bound": {"batch_size": 0, "lr": "1e-4"}}}))
+    with pytest.raises(SystemExit, match=r"^error: agent lower_bound \(NormalNN\): batch_size = 0 \(from config: "
+                                         r"hparam_overrides.lower_bound\): must be >= 1, not 0; lr = '1e-4'"):
+        stage.main(args + ["--config", str(cfg)])
+    assert not (tmp_path / "out2").exists()

@@ -71,7 +71,7 @@ def snakemake_jobs(configfiles: list[str]):
 def _train_params(wc: dict) -> list:
     """The parameter keys stages.train reads for this job (see augmem.train.hparams.resolve_hparams)."""
     return [
-        {"params/agents.yaml": ["defaults", f"agents.{wc['agent']}"]},
+        {"params/agents.yaml": ["all_agents", f"agents.{wc['agent']}"]},
         {"params/datasets.yaml": [wc["dataset"]]},
         {"params/default.yaml": ["hparam_overrides"]},
     ]
@@ -174,7 +174,7 @@ def build(jobs: list[dict]) -> dict:
 def _template(st: dict) -> dict:
     do: dict = {"cmd": "${item.cmd}", "deps": [f"${{item.dep{k}}}" for k in range(len(st["deps"]))]}
     if "params" in st:
-        do["params"] = [{"params/agents.yaml": ["defaults", "agents.${item.agent}"]},
+        do["params"] = [{"params/agents.yaml": ["all_agents", "agents.${item.agent}"]},
                         {"params/datasets.yaml": ["${item.dataset}"]},
                         {"params/default.yaml": ["hparam_overrides"]}]
     do["outs"] = [({f"${{item.out{k}}}": o[next(iter(o))]} if isinstance(o, dict) else f"${{item.out{k}}}")

@@ -39,8 +39,8 @@ class AGEM(ImageMemoryAgent):
 
     def __init__(self, n_class, hp, switches, device="cpu"):
         super().__init__(n_class, hp, switches, device)
-        self.memory = TaskMemory(int(hp.get("memory_size", 1200)))
-        self.memory_batch = int(hp.get("batch_size", 100)) // 10 + 1
+        self.memory = TaskMemory(self.hp["memory_size"])
+        self.memory_batch = self.hp["batch_size"] // 10 + 1
         self.full_memory_reference = bool(getattr(switches, "agem_full_memory_reference", True))
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.n_projections = 0  # steps whose gradient was projected (diagnostics)

@@ -15,6 +15,7 @@ Each quirk of the published code that changes results is a :class:`~augmem.train
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -22,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augmem.agents.base import Agent, n_params_bytes
+from augmem.agents.base import Agent, CommonHP, n_params_bytes
+from augmem.agents.hparams import hparam
 from augmem.io import InputError
 from augmem.models import build_backbone
 from augmem.models.backbones import canonical_name
@@ -30,20 +32,27 @@ from augmem.train.fidelity import TrainSwitches
 from augmem.train.seeding import replay_random
 
 # CLI defaults of experiment_aug.py (spec 5.4); the run scripts override most of them (spec 8.2, 8.3).
-DEFAULTS: dict[str, Any] = {
-    "memory_Nslots": 100,
-    "memory_Nfeat": 512,
-    "memory_size": 1200,
-    "memory_topK": 1,
-    "mem_sparse": 5.0,
-    "logit_coef": 1.0,
-    "reg_coef": 1.0,
-    "replay_coef": 1.0,
-    "replay_times": 1,
-    "herding_mode": False,
-    "freeze_feature_extract": False,
-    "freeze_memory": False,
-}
+
+
+@dataclasses.dataclass(frozen=True)
+class AugMemHP(CommonHP):
+    """experiment_aug.py's hyperparameters (defaults: its CLI, spec 5.4; published values: params/agents.yaml)."""
+
+    memory_Nslots: int = hparam(100, "S, slots of the memory matrix M", unit="slots", min=1)
+    memory_Nfeat: int = hparam(512, "F, features per slot; the front's channels split into c / F keys per location",
+                               unit="features", min=1)
+    memory_topK: int = hparam(1, "K, most attended slots stored per key", unit="slots per key", min=1)
+    memory_size: int = hparam(1200, "hypothesis storage over all active classes (floor(memory_size / |active|) per "
+                              "class); one hypothesis = the top-K slot indices of every key of one image + its logits",
+                              unit="hypotheses in total", min=0)
+    mem_sparse: float = hparam(5.0, "beta, sharpness of the attention softmax(beta <k, M_s>)", min=0)
+    logit_coef: float = hparam(1.0, "weight of the logit distillation (BCE) terms", min=0)
+    reg_coef: float = hparam(1.0, "weight of the memory-usage regulariser sum_s u_s ||M_s - M_bar_s||^2", min=0)
+    replay_coef: float = hparam(1.0, "weight of the replay loss", min=0)
+    replay_times: int = hparam(1, "replay steps after every main step of tasks >= 1", min=0)
+    herding_mode: bool = hparam(False, "choose stored hypotheses by herding (ablation) instead of the latest ones")
+    freeze_memory: bool = hparam(False, "keep M fixed (no gradient)")
+    best_net_direct: bool = hparam(False, "keep-best selects on the direct path instead of the memory path")
 
 HARDCODED_LR = 0.001  # spec 6.4 step 4
 GRAD_CLAMP = 10.0  # elementwise gradient clamp to [-10, 10]
@@ -212,21 +221,17 @@ class AugMemAgent(Agent):
     """
 
     name = "AugMem"
+    HP = AugMemHP
     primary_path = "mem"
     uses_front_features = True
 
     def __init__(self, n_class: int, hp: dict[str, Any], switches: TrainSwitches, device: str | torch.device = "cpu"):
-        hp = {**DEFAULTS, **dict(hp)}
-        for key in ("memory_Nslots", "memory_Nfeat", "memory_size", "memory_topK", "replay_times"):
-            if int(hp[key]) < (0 if key in ("replay_times", "memory_size") else 1):
-                raise InputError(f"AugMem hyperparameter {key}={hp[key]} is out of range")
-        if int(hp["memory_topK"]) > int(hp["memory_Nslots"]):
-            raise InputError(f"memory_topK={hp['memory_topK']} exceeds memory_Nslots={hp['memory_Nslots']}")
         super().__init__(n_class, hp, switches, device)
-        self.n_slots = int(hp["memory_Nslots"])
-        self.n_feat = int(hp["memory_Nfeat"])
-        self.top_k = int(hp["memory_topK"])
-        self.capacity = int(hp["memory_size"])
+        hp = self.hp
+        self.n_slots = hp["memory_Nslots"]
+        self.n_feat = hp["memory_Nfeat"]
+        self.top_k = hp["memory_topK"]
+        self.capacity = hp["memory_size"]
         self.mem_bar = self.mem_bar.to(self.device)
         self.used = torch.zeros(self.n_slots, device=self.device)  # ListUsedMem u, never reset
         self.index_dtype = torch.int16 if self.n_slots <= 32767 else torch.int32
@@ -239,20 +244,27 @@ class AugMemAgent(Agent):
         # The frozen front can be replaced by a cached feature map only if it is a fixed function in train mode:
         # SqueezeNet's front has no BatchNorm/dropout; MobileNetV2's BatchNorm keeps updating its running stats
         # in train mode (as in the original), and an unfrozen front trains.
-        backbone = canonical_name(hp.get("backbone", "squeezenet"))
+        backbone = canonical_name(hp["backbone"])
         self.uses_front_features = bool(hp["freeze_feature_extract"]) and backbone == "squeezenet"
         self.step_log: list[dict[str, torch.Tensor]] = []  # per main/replay step of the last learn_stream (detached)
         self.n_main_steps = 0
         self.n_replay_steps = 0
+
+    @classmethod
+    def extra_checks(cls, hp: dict[str, Any]) -> list[tuple[str, str]]:
+        out = super().extra_checks(hp)
+        if hp["memory_topK"] > hp["memory_Nslots"]:
+            out.append(("memory_topK", f"{hp['memory_topK']} exceeds memory_Nslots = {hp['memory_Nslots']}"))
+        return out
 
     # ----------------------------------------------------------------------------------------------------- building
     def build_model(self) -> MemNet:
         """RNG order as published: the agent's M_bar = randn(S, F), then the backbone, then the memory M."""
         s, f = int(self.hp["memory_Nslots"]), int(self.hp["memory_Nfeat"])
         self.mem_bar = torch.randn(s, f)
-        bb = build_backbone(self.hp.get("backbone", "squeezenet"), self.n_class, self.hp.get("weights", "none"),
-                            head_bias_init=self.hp.get("head_bias_init"))
-        if self.hp.get("freeze_feature_extract", False):
+        bb = build_backbone(self.hp["backbone"], self.n_class, self.hp["weights"],
+                            head_bias_init=self.hp["head_bias_init"])
+        if self.hp["freeze_feature_extract"]:
             for p in bb.front.parameters():
                 p.requires_grad_(False)
         net = MemNet(bb.front, bb.back, bb.channels, s, f, float(self.hp["mem_sparse"]))
@@ -288,7 +300,7 @@ class AugMemAgent(Agent):
     def _train_mode(self) -> None:
         """``trainOverallOn``: everything in train mode (also the frozen front, as published), M trainable."""
         self.model.train()
-        self.model.memory.requires_grad_(not bool(self.hp.get("freeze_memory", False)))
+        self.model.memory.requires_grad_(not self.hp["freeze_memory"])
 
     def _zero_grad(self) -> None:
         # torch 1.7 zeroed gradients in place; a zero gradient still lets momentum / weight decay move a parameter.
@@ -451,7 +463,7 @@ class AugMemAgent(Agent):
             if task > 0:
                 for _ in range(int(self.hp["replay_times"])):
                     self.replay_step(y)
-        if self.hp.get("herding_mode", False):
+        if self.hp["herding_mode"]:
             self.update_storage_herding(loader)
         else:
             self.update_storage(loader)

@@ -16,6 +16,7 @@ Checkpointing: :meth:`checkpoint_state` returns nested dicts/lists of tensors an
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any, Iterable
 
@@ -23,47 +24,114 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augmem.agents.hparams import check_hparams, hparam
 from augmem.models import build_backbone
-from augmem.train.fidelity import TrainSwitches
+from augmem.models.backbones import ALIASES as BACKBONE_NAMES
+from augmem.train.fidelity import TrainSwitches, switch_names
+
+OPTIMIZERS = ("SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta")
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonHP:
+    """What every agent reads. Defaults are the original CLI's (spec 5.4); params/agents.yaml holds the published
+    values of each run script (spec 8)."""
+
+    optimizer: str = hparam("SGD", "optimiser (spec 6.1)", choices=OPTIMIZERS)
+    lr: float = hparam(0.001, "learning rate", gt=0)
+    momentum: float = hparam(0.9, "momentum of SGD / RMSprop", min=0)
+    weight_decay: float = hparam(0.0, "L2 weight decay of the optimiser", min=0)
+    batch_size: int = hparam(100, "training and evaluation batch size", unit="images", min=1)
+    n_epoch: int = hparam(1, "epochs per task", unit="epochs", min=1)
+    n_epoch_first_task: int | None = hparam(None, "epochs of the first task (null: n_epoch); keep-best needs > 1",
+                                            unit="epochs", min=1)
+    keep_best_task1_net: bool = hparam(False, "keep the best epoch of the first task (needs n_epoch_first_task > 1)")
+    keep_best_net_all_tasks: bool = hparam(False, "keep the best epoch of every task (needs n_epoch_first_task > 1)")
+    eval_every: str = hparam("epoch", "evaluate after every epoch (published) or only after a task's last epoch; "
+                             "keep-best always evaluates every epoch", choices=("epoch", "task"))
+    backbone: str = hparam("squeezenet", "network (the original's ResNet18 is SqueezeNet 1.0; mobilenet: MobileNetV2)",
+                           choices=tuple(BACKBONE_NAMES))
+    weights: str = hparam("none", "initial weights: none, imagenet (torchvision; needs a network once) or the path "
+                          "of a local state-dict file")
+    head_bias_init: float | None = hparam(None, "initial bias of the new class head (null: PyTorch's default)")
+    freeze_feature_extract: bool = hparam(False, "freeze the front E (features before the cut)")
+    image_size: int = hparam(224, "input images are resized to image_size x image_size", unit="pixels", min=8)
+    n_workers: int = hparam(1, "DataLoader worker processes", min=0, affects_results=False)
+    image_cache: bool = hparam(True, "read images from the decoded-image cache (bit-identical to the files)",
+                               affects_results=False)
+    feature_cache: bool = hparam(True, "AugMem with a frozen SqueezeNet front: read cached front features "
+                                 "(float16; not bit-identical to the pixel path)")
+    amp: bool = hparam(False, "CUDA only: bf16 autocast of the network")
+    channels_last: bool = hparam(False, "CUDA only: channels-last memory format")
+    visualize: bool = hparam(False, "write logits, confusion matrices and (AugMem) memory and top slots to viz.npz")
+    viz_per_class: int = hparam(50, "test images per class kept for the visualisation arrays", unit="images", min=1)
+    viz_images_per_class: int = hparam(4, "input images per class kept for the hypotheses figure", unit="images",
+                                       min=0)
+    switch_overrides: dict = hparam({}, "fidelity switches of this agent set explicitly, {switch: true|false}")
+
+
+def check_common(hp: dict[str, Any]) -> list[tuple[str, str]]:
+    """Cross-key checks every agent shares (names of switch overrides, their values)."""
+    out = []
+    for name, value in (hp.get("switch_overrides") or {}).items():
+        if name not in switch_names():
+            from augmem.agents.hparams import closest
+
+            out.append(("switch_overrides", f"unknown fidelity switch {name!r}{closest(name, switch_names())}"))
+        elif not isinstance(value, bool):
+            out.append(("switch_overrides", f"switch {name} must be true or false, not {value!r}"))
+    return out
 
 
 class Agent:
     """Base class. Subclasses set ``name`` and override :meth:`learn_stream` (and what else they need)."""
 
     name = "base"
+    HP: type = CommonHP  # the hyperparameter declaration (a subclass of CommonHP in the agent's own file)
     primary_path = "acc"  # the output path whose accuracy is the headline number and drives keep-best
     offline = False  # trains on the offline (cumulative) filelists: the upper bound
     uses_front_features = False  # True when the frozen front may be replaced by cached features
 
     def __init__(self, n_class: int, hp: dict[str, Any], switches: TrainSwitches, device: str | torch.device = "cpu"):
         self.n_class = int(n_class)
-        self.hp = dict(hp)
+        self.hp = self.check_hparams(hp)
         self.switches = switches
         self.device = torch.device(device)
         self.active: list[int] = []
         self.model = self.build_model().to(self.device)
         self.optimizer = self.build_optimizer(self.model.parameters())
 
+    @classmethod
+    def extra_checks(cls, hp: dict[str, Any]) -> list[tuple[str, str]]:
+        """Cross-key checks of the complete hyperparameters: [(key, what is wrong)] (agents extend this)."""
+        return check_common(hp)
+
+    @classmethod
+    def check_hparams(cls, hp: dict[str, Any], sources: dict[str, str] | None = None,
+                      agent: str | None = None) -> dict[str, Any]:
+        """The complete, validated hyperparameters (declared defaults filled in); InputError naming every problem."""
+        return check_hparams(cls.HP, hp, agent=agent or cls.name, sources=sources, extra_check=cls.extra_checks)
+
     # ----------------------------------------------------------------------------------------------------- building
     def build_model(self) -> nn.Module:
         """SqueezeNet 1.0 (the original's "ResNet18") with a new head; the baselines fine-tune all of it."""
-        bb = build_backbone(self.hp.get("backbone", "squeezenet"), self.n_class, self.hp.get("weights", "none"),
-                            head_bias_init=self.hp.get("head_bias_init"))
-        if self.hp.get("freeze_feature_extract", False):
+        bb = build_backbone(self.hp["backbone"], self.n_class, self.hp["weights"],
+                            head_bias_init=self.hp["head_bias_init"])
+        if self.hp["freeze_feature_extract"]:
             for p in bb.front.parameters():
                 p.requires_grad_(False)
         return bb.full()
 
     def build_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         """The optimiser of spec 6.1: SGD/RMSprop with momentum, Adam, Adagrad; lr and weight decay from hp."""
-        name = self.hp.get("optimizer", "SGD")
-        lr = float(self.hp.get("lr", 1e-3))
-        wd = float(self.hp.get("weight_decay", 0.0))
+        name = self.hp["optimizer"]
+        lr = self.hp["lr"]
+        wd = self.hp["weight_decay"]
         params = [p for p in params if p.requires_grad]
         if name == "SGD":
-            return torch.optim.SGD(params, lr=lr, momentum=float(self.hp.get("momentum", 0.9)), weight_decay=wd)
+            return torch.optim.SGD(params, lr=lr, momentum=self.hp["momentum"], weight_decay=wd)
         if name == "RMSprop":
-            return torch.optim.RMSprop(params, lr=lr, momentum=float(self.hp.get("momentum", 0.9)), weight_decay=wd)
+            return torch.optim.RMSprop(params, lr=lr, momentum=self.hp["momentum"], weight_decay=wd)
         if name in ("Adam", "AdamW", "Adagrad", "Adadelta"):
             return getattr(torch.optim, name)(params, lr=lr, weight_decay=wd)
         raise ValueError(f"unsupported optimizer {name!r}")
@@ -103,7 +171,8 @@ class Agent:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach())
+        self.last_loss = float(loss.detach())  # read by the loop's divergence check after each epoch
+        return self.last_loss
 
     # ----------------------------------------------------------------------------------------------------- protocol
     def learn_stream(self, loader, task: int, epoch: int, last_epoch: bool) -> None:

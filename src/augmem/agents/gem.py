@@ -12,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from augmem.agents.naive_rehearsal import ImageMemoryAgent, TaskMemory
+import dataclasses
+
+from augmem.agents.hparams import hparam
+from augmem.agents.naive_rehearsal import ImageMemoryAgent, ImageMemoryHP, TaskMemory
 
 MEMORY_CHUNK = 100  # images per forward pass when computing a memory gradient (memory-bound, not a hyperparameter)
 
@@ -63,8 +66,15 @@ def gem_project(gradient: torch.Tensor, memories: torch.Tensor, margin: float, e
     return torch.as_tensor(x, dtype=gradient.dtype, device=gradient.device)
 
 
+@dataclasses.dataclass(frozen=True)
+class GEMHP(ImageMemoryHP):
+    reg_coef: float = hparam(1.0, "margin of GEM's dual QP (v >= margin; the original passes reg_coef)", min=0)
+
+
 class GEM(ImageMemoryAgent):
     """Reference: NormalNN exactly. Corrected: GEM projection over per-task memories (margin = reg_coef)."""
+
+    HP = GEMHP
 
     name = "GEM"
 
@@ -72,8 +82,8 @@ class GEM(ImageMemoryAgent):
         super().__init__(n_class, hp, switches, device)
         import quadprog  # noqa: F401  (the original imports it at construction; fail early when missing)
 
-        self.memory = TaskMemory(int(hp.get("memory_size", 1200)))
-        self.margin = float(hp.get("reg_coef", 1.0))
+        self.memory = TaskMemory(self.hp["memory_size"])
+        self.margin = self.hp["reg_coef"]
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self._where = (0, 0)  # (task, step) for error messages
         self.n_projections = 0  # steps whose gradient was projected (diagnostics)

@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any
 
@@ -37,6 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
+from augmem.agents.base import CommonHP
+from augmem.agents.hparams import hparam
 from augmem.agents.herding import herding_select
 from augmem.agents.naive_rehearsal import cycle, dataset_labels, image_bytes, take_items
 from augmem.agents.normal_nn import NormalNN
@@ -58,12 +61,19 @@ def replay_plan(n_train: int, batch_size: int, n_replay: int) -> tuple[int, int,
     return n_train_batches, replay_batch, math.ceil(n_replay / replay_batch)
 
 
+@dataclasses.dataclass(frozen=True)
+class ICaRLHP(CommonHP):
+    memory_size: int = hparam(1200, "exemplar budget over all classes seen (memory_size // seen classes per class)",
+                              unit="exemplar images in total", min=0)
+
+
 class ICaRL(NormalNN):
     name = "iCaRL"
+    HP = ICaRLHP
 
     def __init__(self, n_class, hp, switches, device="cpu"):
         super().__init__(n_class, hp, switches, device)
-        self.memory_size = int(hp.get("memory_size", 1200))
+        self.memory_size = self.hp["memory_size"]
         self.exemplars: dict[int, torch.Tensor] = {}  # label -> (n, 3, H, W) transformed images (CPU), insertion order
         self.seen_classes = 0
         self._means: tuple[torch.Tensor, torch.Tensor] | None = None  # (labels, normalised class means) cache

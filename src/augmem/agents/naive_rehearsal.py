@@ -7,12 +7,15 @@ the corrected agent implements what the dead code describes: after each task a r
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from augmem.agents.base import CommonHP
+from augmem.agents.hparams import hparam
 from augmem.agents.normal_nn import NormalNN
 from augmem.train.seeding import replay_random, throwaway_generator
 
@@ -110,9 +113,17 @@ def cycle(loader):
             return
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageMemoryHP(CommonHP):
+    memory_size: int = hparam(1200, "image memory budget, split over the tasks seen (memory_size // tasks per task)",
+                              unit="images in total", min=0)
+
+
 class ImageMemoryAgent(NormalNN):
     """Shared by the agents that keep a TaskMemory of images (naive rehearsal, GEM, A-GEM): budget and checkpoint
     (the memory and the agent's replay randomness)."""
+
+    HP = ImageMemoryHP
 
     memory: TaskMemory
 
@@ -139,7 +150,7 @@ class NaiveRehearsal(ImageMemoryAgent):
 
     def __init__(self, n_class, hp, switches, device="cpu"):
         super().__init__(n_class, hp, switches, device)
-        self.memory = TaskMemory(int(hp.get("memory_size", 1200)))
+        self.memory = TaskMemory(self.hp["memory_size"])
 
     def learn_stream(self, loader, task: int, epoch: int, last_epoch: bool) -> None:
         if self.switches.rehearsal_as_finetune or len(self.memory) == 0:

@@ -19,16 +19,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from augmem.agents.base import n_params_bytes
+import dataclasses
+
+from augmem.agents.base import CommonHP, n_params_bytes
+from augmem.agents.hparams import hparam
 from augmem.agents.normal_nn import NormalNN
 
 ParamDict = dict[str, torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class RegularizedHP(CommonHP):
+    reg_coef: float = hparam(1.0, "weight of the penalty sum Omega * (theta - theta*)^2", min=0)
 
 
 class RegularizedAgent(NormalNN):
     """NormalNN plus a quadratic penalty anchored at stored parameters, weighted by a per-element importance."""
 
     name = "Regularized"
+    HP = RegularizedHP
     online_reg = True  # True: one slot (slot 1) overwritten after each task; False: one slot per task
 
     def __init__(self, n_class, hp, switches, device="cpu"):
@@ -39,7 +48,7 @@ class RegularizedAgent(NormalNN):
         }
         self.regularization_terms: dict[int, dict[str, ParamDict]] = {}
         self.task_count = 0
-        self.reg_coef = float(hp.get("reg_coef", 1.0))
+        self.reg_coef = self.hp["reg_coef"]
 
     # ----------------------------------------------------------------------------------------------------- importance
     def zeros_like_params(self) -> ParamDict:

@@ -94,6 +94,10 @@ class TrainSwitches:
     normalising each candidate. Corrected: each candidate mean is L2-normalised. (iCaRL and AugMem herding.)"""
 
 
+def switch_names() -> list[str]:
+    return [f.name for f in fields(TrainSwitches)]
+
+
 def train_switches(fidelity: str, overrides: dict | None = None) -> TrainSwitches:
     """The switch bundle for a fidelity ('reference': every quirk on; 'corrected': every quirk off)."""
     if fidelity == "reference":

@@ -400,6 +400,25 @@ def _new_partial(paths: list[str], use_val: bool) -> dict[str, Any]:
     return partial
 
 
+def job_fingerprint(agent, hp: dict[str, Any], meta: dict[str, Any], switches: dict[str, bool], seed: int, mode: str,
+                    inputs: dict[str, str], image_root: str | Path) -> str:
+    """What a job's numbers depend on, hashed: metadata, the hyperparameters without the execution-only settings
+    (declared ``affects_results=False``: loader workers, the decoded-image cache, which give bit-identical numbers),
+    switches, seed, the filelists' digests and the image root as given (relative paths: the same job in another
+    checkout has the same fingerprint). Decoded-cache and file inputs count as the same input ("images"); cached
+    front features (float16) do not. A resumed checkpoint must match it; metrics.json records it."""
+    from augmem.agents.hparams import results_hparams
+
+    view = dict(meta)
+    view.pop("fingerprint", None)
+    if view.get("inputs") in ("pixels", "decoded_cache"):
+        view["inputs"] = "images"
+    hp_view = results_hparams(getattr(agent, "HP", None), hp) if dataclasses.is_dataclass(getattr(agent, "HP", None)) \
+        else dict(hp)
+    return fingerprint({"meta": view, "hp": hp_view, "switches": switches, "seed": int(seed), "mode": mode,
+                        "inputs": inputs, "image_root": str(image_root), "rng": RNG_SCHEME})
+
+
 def run_stream(agent, run_dir: str | Path, image_root: str | Path, out_dir: str | Path, *, hp: dict[str, Any],
                switches, meta: dict[str, Any], seed: int, dataset_factory: Callable | None = None,
                image_cache: str | Path | None = None, feature_cache: str | Path | None = None,
@@ -478,8 +497,8 @@ def _run_stream(agent, run_dir, image_root, out_dir, *, hp, switches, meta, seed
     switches_d = dataclasses.asdict(switches)
     inputs = {p.name: file_digest(p) for p in [files.folder / "train_all.txt", files.test_file,
                                                  *files.task_files.values()]}
-    fp = fingerprint({"meta": meta, "hp": hp, "switches": switches_d, "seed": int(seed), "mode": mode,
-                      "inputs": inputs, "image_root": str(Path(image_root).resolve()), "rng": RNG_SCHEME})
+    fp = job_fingerprint(agent, hp, meta, switches_d, seed, mode, inputs, image_root)
+    meta["fingerprint"] = fp
 
     # randomness by owner (augmem.train.seeding): loaders draw their base seeds from their owner's generator, the
     # agent's replay draws from its own; the global RNGs (dropout, weight init) are left to training
