@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from .helpers import (KILLED_JOB, REPO, SLICE, SNAKEMAKE, assert_same_training_results, copy_repo,
+from .helpers import (KILLED_JOB, REPO, SLICE, SNAKEMAKE, assert_same_training_results, copy_repo, dry_run_jobs,
                       kill_when_checkpointed, planned_jobs, snakemake)
 
 
@@ -63,10 +63,9 @@ def test_demo_slice_end_to_end_and_incremental(slice_run, tmp_path):
     jobs = planned_jobs(snakemake(work, "--configfile", str(cfg2), "-n"))
     assert jobs.get("train") == 1, jobs
     assert set(jobs) <= {"train", "aggregate", "results_table", "figures", "all"}, jobs
-    planned = snakemake(work, "--configfile", str(cfg2), "-n").stdout
-    train_outputs = [l for l in planned.splitlines()
-                     if l.strip().startswith("output: results/") and l.strip().endswith("/metrics.json") and "/run" in l]
-    assert len(train_outputs) == 1 and "/augmem/" in train_outputs[0], train_outputs
+    planned = dry_run_jobs(snakemake(work, "--configfile", str(cfg2), "-n"))
+    train_outputs = [j["output"] for j in planned if j["rule"] == "train"]
+    assert len(train_outputs) == 1 and all("/augmem/run0/" in o for o in train_outputs[0]), train_outputs
 
     # changing one data parameter (the iLab balance seed) re-runs only that dataset's downstream steps
     # (on the shared slice: the original file is put back, only dry runs see the change)

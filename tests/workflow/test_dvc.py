@@ -2,15 +2,17 @@
 nothing; `dvc exp run -S` on one agent's hyperparameter re-runs only that agent (and the aggregation)."""
 from __future__ import annotations
 
+import json
 import shlex
+import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from .helpers import (BIN, KILLED_JOB, REPO, SLICE, assert_same_training_results, copy_repo, dry_run_jobs,
-                      env, kill_when_checkpointed, snakemake)
+from .helpers import (BIN, KILLED_JOB, REPO, SLICE, SLICE_RESULTS, assert_same_training_results, copy_repo,
+                      dry_run_jobs, env, kill_when_checkpointed, snakemake)
 
 DVC = str(BIN / "dvc")
 
@@ -85,6 +87,10 @@ def test_dvc_and_snakemake_dags_agree():
     assert set(dvc) == seen, f"DVC stages without a Snakemake job: {[dvc[o][0] for o in set(dvc) - seen]}"
 
 
+def _figure_stems(work):
+    return sorted(e["stem"] for e in json.loads((work / "results/figures/index.json").read_text())["figures"])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3000)
 def test_dvc_repro_matches_snakemake_and_is_incremental(slice_run, tmp_path):
@@ -107,6 +113,16 @@ def test_dvc_repro_matches_snakemake_and_is_incremental(slice_run, tmp_path):
     assert not (d / KILLED_JOB / "checkpoint.pt").exists()
     assert_same_training_results(snk, d, "dvc repro killed and rerun vs uninterrupted Snakemake")
     assert "Data and pipelines are up to date" in run([DVC, "status"], d).stdout
+    assert _figure_stems(d) == _figure_stems(snk)
+    # training outputs restored from DVC's run cache (viz.npz is a declared output), then the figures redrawn:
+    # still every figure, the t-SNE and confusion panels of the visualised runs included
+    shutil.rmtree(d / "results" / "core50_demo")
+    out = run([DVC, "repro"], d).stdout
+    assert "Running stage 'train" not in out, out[-3000:]
+    assert all((d / rel / name).is_file() for rel in SLICE_RESULTS for name in ("metrics.json", "viz.npz"))
+    run([DVC, "repro", "--force", "--single-item", "figures"], d)
+    assert _figure_stems(d) == _figure_stems(snk)
+    assert any(s.startswith("tsne_") for s in _figure_stems(d))
     # dvc metrics / plots work offline
     assert "core50_demo" in run([DVC, "metrics", "show"], d).stdout
     run([DVC, "plots", "show", "-o", str(tmp_path / "plots")], d)
