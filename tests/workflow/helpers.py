@@ -111,6 +111,7 @@ def assert_same_training_results(a: Path, b: Path, what: str) -> None:
         mb = json.loads((b / rel / "metrics.json").read_text())
         for key in ("test_all", "test_first", "acc_matrix", "hparams", "switches"):
             assert ma[key] == mb[key], f"{rel}: {key} differs ({what})"
+        assert ma["meta"]["fingerprint"] == mb["meta"]["fingerprint"], f"{rel}: job fingerprints differ ({what})"
 
 
 def kill_when_checkpointed(cmd: list[str], cwd: Path, job_dir: str, timeout: float = 1800) -> None:

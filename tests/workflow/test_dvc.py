@@ -98,12 +98,12 @@ def test_dvc_repro_matches_snakemake_and_is_incremental(slice_run, tmp_path):
     of an uninterrupted Snakemake run; then status, metrics, plots and `dvc exp run -S`."""
     snk, _ = slice_run
     d = copy_repo(tmp_path / "dvc")
-    # the slice's own dvc.yaml, generated exactly like the committed one; SLICE's keys go into default.yaml so that
-    # the training stages (which read params/*.yaml at run time) see the same hyperparameters
-    default = yaml.safe_load((d / "params/default.yaml").read_text())
-    default.update(SLICE)
-    (d / "params/default.yaml").write_text(yaml.safe_dump(default, sort_keys=False))
-    run([sys.executable, "workflow/scripts/make_dvc.py"], d, timeout=300)
+    # the slice's own dvc.yaml, generated from the same config file Snakemake was given (`make_dvc.py --configfile`):
+    # the training stages resolve their hyperparameters from params/ plus that file (`--config`), with the slice's
+    # non-default hparam_overrides, to exactly the hyperparameters and job fingerprints of the Snakemake route
+    (d / "slice.yaml").write_text(yaml.safe_dump(SLICE))
+    run([sys.executable, "workflow/scripts/make_dvc.py", "--configfile", "slice.yaml"], d, timeout=300)
+    assert "--config slice.yaml" in (d / "dvc.yaml").read_text()
     run(["git", "init", "-q"], d)
     run(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "add", "-A"], d)
     run(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "slice"], d)

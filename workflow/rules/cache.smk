@@ -8,8 +8,7 @@ from augmem.io import InputError
 # cache key of the weights (the file stem, sanitised; 'imagenet') -> what the agents load
 try:
     CACHE_WEIGHTS = weights_by_key(
-        {resolve_hparams(PARAMS, ds, agent, sc, config)[1].get("weights", "none")
-         for ds, _, sc, agent, _ in train_jobs()},
+        {job.hp["weights"] for job in JOB_HPARAMS.values()},
         weights_file("squeezenet"),
     )
 except InputError as _exc:

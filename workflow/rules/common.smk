@@ -7,7 +7,9 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from augmem.train.hparams import resolve_hparams
+from augmem.io import InputError
+from augmem.models.backbones import imagenet_weights_file
+from augmem.train.hparams import resolve_job
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -167,22 +169,48 @@ def _filelist_args(w):
     return [str(a) for a in args]
 
 
+def _resolve_all_jobs():
+    """Every requested job's hyperparameters, resolved and validated once when the workflow starts (the same
+    resolution stages.train uses on the DVC and command-line routes): one error naming every bad agent/key/source."""
+    out, errors = {}, []
+    for ds, _, sc, agent, _ in train_jobs():
+        if (ds, sc, agent) in out:
+            continue
+        try:
+            out[ds, sc, agent] = resolve_job(PARAMS, ds, agent, sc, config)
+        except InputError as exc:
+            errors.append(f"{ds} / {sc}: {exc}")
+    if errors:
+        raise WorkflowError("hyperparameters:\n  " + "\n  ".join(dict.fromkeys(errors)))
+    return out
+
+
+JOB_HPARAMS = _resolve_all_jobs()
+# settings that cannot change any number: passed on the command line, not in the rerun-triggering params JSON
+EXECUTION_ONLY = ("n_workers", "image_cache")
+
+
 def job_hparams(w):
-    """(impl, hp) of a job, resolved from params/agents.yaml, params/datasets.yaml and the config (see agents.yaml)."""
-    return resolve_hparams(PARAMS, w.dataset, w.agent, w.scenario, config)
+    """(impl, complete hp) of a job (see params/agents.yaml for the resolution order)."""
+    job = JOB_HPARAMS[w.dataset, w.scenario, w.agent]
+    return job.impl, job.hp
 
 
 def job_config(w):
-    """Everything the training stage needs besides paths, as one JSON string (also a Snakemake rerun trigger)."""
-    impl, hp = job_hparams(w)
-    if hp.get("weights") == "imagenet":
-        hp["weights"] = weights_file(hp.get("backbone", "squeezenet"))
-    return json.dumps({"impl": impl, "kind": kind(w.dataset), "n_class": DATASETS[w.dataset]["n_class"], **hp},
-                      sort_keys=True)
+    """The resolved job as one JSON string for `stages.train --hparams` (also Snakemake's rerun trigger): every
+    hyperparameter except the execution-only ones (`--n-workers`, `--image-cache`), so changing those reruns nothing."""
+    job = JOB_HPARAMS[w.dataset, w.scenario, w.agent]
+    hp = {k: v for k, v in job.hp.items() if k not in EXECUTION_ONLY}
+    return json.dumps({"impl": job.impl, "kind": job.kind, "n_class": job.n_class, **hp}, sort_keys=True)
+
+
+def job_n_workers(w):
+    return int(JOB_HPARAMS[w.dataset, w.scenario, w.agent].hp["n_workers"])
 
 
 def weights_file(backbone):
-    return f"data/weights/{'mobilenet_v2' if backbone.startswith('mobilenet') else 'squeezenet1_0'}_imagenet.pth"
+    """The fetched ImageNet weights of a backbone (rule fetch_weights)."""
+    return imagenet_weights_file(backbone)
 
 
 def train_inputs(w):
@@ -191,11 +219,16 @@ def train_inputs(w):
         "filelists": filelist_dir(w.dataset, w.fidelity, w.scenario, w.run),
         "images": image_root_input(w.dataset),
     }
-    if hp.get("weights") == "imagenet":
-        inputs["weights"] = weights_file(hp.get("backbone", "squeezenet"))
-    elif hp.get("weights") not in (None, "", "none"):
+    if hp["weights"] == "imagenet":
+        inputs["weights"] = weights_file(hp["backbone"])  # passed as --imagenet-weights; hp keeps 'imagenet'
+    elif hp["weights"] not in ("", "none"):
         inputs["weights"] = hp["weights"]  # a local state-dict file (e.g. the demo's pre-trained weights)
     return inputs
+
+
+def imagenet_weights_args(w):
+    impl, hp = job_hparams(w)
+    return ["--imagenet-weights", weights_file(hp["backbone"])] if hp["weights"] == "imagenet" else []
 
 
 USE_GPU = config["train"]["device"] == "cuda"

@@ -19,8 +19,11 @@ rule train:
         device=config["train"]["device"],
         seed_base=config["train"]["seed_base"],
         caches=lambda w: cache_stage_args(cache_prefixes(f"data/interim/{w.dataset}/cache", *job_hparams(w))),
+        weights=imagenet_weights_args,
     threads: config["train"]["threads"]
     resources:
+        # loader workers: execution-only, so a resource (not a param: changing it reruns nothing)
+        n_workers=job_n_workers,
         gpu=1 if USE_GPU else 0,
         mem_mb=16000 if USE_GPU else 4000,
         runtime=240 if USE_GPU else 60,
@@ -35,7 +38,8 @@ rule train:
         " --agent {wildcards.agent:q} --run {wildcards.run:q} --fidelity {wildcards.fidelity:q}"
         " --filelists {input.filelists:q} --image-root {params.image_root:q} --out {params.out:q}"
         " --hparams {params.config:q} --device {params.device:q} --threads {threads}"
-        " --seed-base {params.seed_base:q} {params.caches:q} > {log:q} 2>&1"
+        " --n-workers {resources.n_workers} --seed-base {params.seed_base:q} {params.caches:q} {params.weights:q}"
+        " > {log:q} 2>&1"
 
 
 rule fetch_weights:

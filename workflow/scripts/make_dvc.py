@@ -9,8 +9,9 @@ dependencies and the same outputs. Stages of one rule are grouped under `foreach
 the rules quote every path, parameter and wildcard with `:q`: a path with spaces, quotes or `$(...)` is one literal
 argument, never shell code. Differences, each for a reason:
 - log redirections are dropped (DVC prints to the console; Snakemake writes logs/);
-- training stages do not embed the resolved hyperparameters: `stages.train` resolves them from params/*.yaml at run
-  time, and the stage declares exactly the parameter keys it reads, so `dvc exp run -S` on one agent's
+- training stages do not embed the resolved hyperparameters: `stages.train` resolves them from params/*.yaml (and the
+  `--configfile`s given here, passed on as `--config`) at run time with the same function as the workflow, and the
+  stage declares exactly the parameter keys it reads (a config file whole), so `dvc exp run -S` on one agent's
   hyperparameter re-runs only that agent's jobs (and the aggregation);
 - Snakemake's benchmark files are Snakemake-only, so the DVC aggregation reads timings from metrics.json alone;
 - outputs that are folders of images (demo raw data, frames, distributed images) are not cached by DVC
@@ -68,13 +69,14 @@ def snakemake_jobs(configfiles: list[str]):
     return jobs
 
 
-def _train_params(wc: dict) -> list:
-    """The parameter keys stages.train reads for this job (see augmem.train.hparams.resolve_hparams)."""
+def _train_params(wc: dict, configfiles: tuple[str, ...] = ()) -> list:
+    """The parameter keys stages.train reads for this job (see augmem.train.hparams.resolve_job); a --configfile
+    is tracked whole (its hparam_overrides and define_datasets may change any job)."""
     return [
         {"params/agents.yaml": ["all_agents", f"agents.{wc['agent']}"]},
         {"params/datasets.yaml": [wc["dataset"]]},
         {"params/default.yaml": ["hparam_overrides"]},
-    ]
+    ] + [{cf: None} for cf in configfiles]
 
 
 SHELL_OPERATORS = {"|", "||", "&", "&&", ";", "<", ">", ">>", "2>", "2>&1", "&>", "(", ")"}
@@ -106,14 +108,17 @@ def drop_option(words: list[str], option: str, values) -> list[str]:
     return words[:i] + words[j:]
 
 
-def dvc_stage(job: dict) -> dict:
+def dvc_stage(job: dict, configfiles: tuple[str, ...] = ()) -> dict:
     words = command_words(job)
     deps = list(job["deps"])
     stage: dict = {}
     if job["rule"] == "train":
         i = words.index("--hparams")
         words = words[:i] + words[i + 2:]
-        stage["params"] = _train_params(job["wildcards"])
+        # the stage resolves the same hyperparameters from params/ plus the same config files Snakemake was given
+        for cf in configfiles:
+            words += ["--config", cf]
+        stage["params"] = _train_params(job["wildcards"], configfiles)
     if job["rule"] == "aggregate":
         benchmarks = {d for d in deps if d.endswith("benchmark.tsv")}
         words = drop_option(words, "--benchmarks", benchmarks)
@@ -141,7 +146,7 @@ def dvc_stage(job: dict) -> dict:
     return stage
 
 
-def build(jobs: list[dict]) -> dict:
+def build(jobs: list[dict], configfiles: tuple[str, ...] = ()) -> dict:
     """One `foreach` stage per rule (per rule and dependency count, when jobs of a rule differ in their number of
     inputs), keyed by the job's wildcard values; DVC cannot interpolate whole lists, so each item carries its
     deps/outs as numbered scalars."""
@@ -150,7 +155,7 @@ def build(jobs: list[dict]) -> dict:
     for job in jobs:
         by_rule.setdefault(job["rule"], []).append(job)
     for rule, rjobs in by_rule.items():
-        concrete = [dvc_stage(j) for j in rjobs]
+        concrete = [dvc_stage(j, configfiles) for j in rjobs]
         if len(rjobs) == 1 and not rjobs[0]["wildcards"]:
             stages[rule] = concrete[0]
             continue
@@ -167,16 +172,16 @@ def build(jobs: list[dict]) -> dict:
                 item.update({f"out{k}": (next(iter(o)) if isinstance(o, dict) else o) for k, o in enumerate(st["outs"])})
                 item.update(rjobs[i]["wildcards"])
                 items["-".join(rjobs[i]["wildcards"].values())] = item
-            stages[name] = {"foreach": items, "do": _template(concrete[idx[0]])}
+            stages[name] = {"foreach": items, "do": _template(concrete[idx[0]], configfiles)}
     return {"stages": stages}
 
 
-def _template(st: dict) -> dict:
+def _template(st: dict, configfiles: tuple[str, ...] = ()) -> dict:
     do: dict = {"cmd": "${item.cmd}", "deps": [f"${{item.dep{k}}}" for k in range(len(st["deps"]))]}
     if "params" in st:
         do["params"] = [{"params/agents.yaml": ["all_agents", "agents.${item.agent}"]},
                         {"params/datasets.yaml": ["${item.dataset}"]},
-                        {"params/default.yaml": ["hparam_overrides"]}]
+                        {"params/default.yaml": ["hparam_overrides"]}] + [{cf: None} for cf in configfiles]
     do["outs"] = [({f"${{item.out{k}}}": o[next(iter(o))]} if isinstance(o, dict) else f"${{item.out{k}}}")
                   for k, o in enumerate(st["outs"])]
     for key in ("metrics", "plots"):
@@ -185,8 +190,17 @@ def _template(st: dict) -> dict:
     return do
 
 
+def config_path(path: str) -> str:
+    """A --configfile as the stages see it: relative to the repository (DVC tracks params files inside it)."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(ROOT).as_posix()
+    except ValueError:
+        raise SystemExit(f"--configfile {path}: must lie inside the repository ({ROOT}) for DVC to track it")
+
+
 def render(configfiles: list[str]) -> str:
-    doc = build(snakemake_jobs(configfiles))
+    doc = build(snakemake_jobs(configfiles), tuple(config_path(c) for c in configfiles))
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=200)
 
 
