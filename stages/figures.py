@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from augmem.io import InputError, write_json
+from augmem.io import InputError, check_no_overlap, check_outputs, write_json
 from augmem.results.aggregate import read_per_task_csv, read_runs_csv, read_summary_csv
 from augmem.results.figures import render_all
 from stages.aggregate import read_list
@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         viz = list(args.viz) + (read_list(args.viz_list) if args.viz_list else [])
         viz += [str(Path(m).with_name("viz.npz")) for m in args.viz_from_metrics if Path(m).with_name("viz.npz").is_file()]
+        # the figure folder must not be or hold an input (it is written into, file by file), and must be writable
+        inputs = [args.runs, args.summary, args.per_task, args.viz_list, *viz, *args.viz_from_metrics]
+        check_no_overlap(out, inputs)
+        check_outputs([out / "index.json"], inputs=inputs)
         runs = read_runs_csv(args.runs) if args.runs else None
         summary = read_summary_csv(args.summary)
         per_task = read_per_task_csv(args.per_task)

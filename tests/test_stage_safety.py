@@ -224,3 +224,19 @@ def test_read_only_output_folder_fails_before_compute(tmp_path):
             dirmap_stats.main(["--dirmap", str(tmp_path / "missing.csv"), "--out", str(ro / "stats.json")])
     finally:
         ro.chmod(0o755)
+
+
+def test_figures_into_its_input_folder_is_refused(tmp_path):
+    """The figure folder is written file by file: it must not be (or hold) one of the tables it reads."""
+    from stages import figures
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    for name in ("runs.csv", "summary.csv", "per_task.csv"):
+        (tables / name).write_text("x\n")
+    before = {p.name: p.read_bytes() for p in tables.iterdir()}
+    with pytest.raises(SystemExit) as exc:
+        figures.main(["--runs", str(tables / "runs.csv"), "--summary", str(tables / "summary.csv"),
+                      "--per-task", str(tables / "per_task.csv"), "--out-dir", str(tables)])
+    assert str(exc.value).startswith("error: ") and str(tables) in str(exc.value)
+    assert {p.name: p.read_bytes() for p in tables.iterdir()} == before
