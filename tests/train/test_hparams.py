@@ -112,3 +112,21 @@ def test_bad_parameter_files(tmp_path):
         load_params(tmp_path)
     with pytest.raises(InputError, match="missing.yaml: parameter file not found"):
         load_params(REPO / "params", [tmp_path / "missing.yaml"])
+
+
+def test_hparams_stage_shows_declarations_and_sources(capsys, tmp_path):
+    from stages import hparams as stage
+
+    assert stage.main(["--agent", "icarl", "--params-dir", str(REPO / "params")]) == 0
+    out = capsys.readouterr().out
+    assert "memory_size (int, default 1200, >= 0) [exemplar images in total]" in out
+    assert "n_workers" in out and "execution-only" in out
+    assert stage.main(["--agent", "augmem", "--dataset", "core50", "--scenario", "class_instance",
+                       "--params-dir", str(REPO / "params")]) == 0
+    out = capsys.readouterr().out
+    assert "lr" in out and "<- params/agents.yaml: agents.augmem.overrides[0]" in out
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({"hparam_overrides": {"augmem": {"memory_Nslots": 0}}}))
+    with pytest.raises(SystemExit, match=r"^error: agent augmem \(AugMem\): memory_Nslots = 0 \(from config: "):
+        stage.main(["--agent", "augmem", "--dataset", "core50", "--scenario", "class_iid",
+                    "--params-dir", str(REPO / "params"), "--config", str(cfg)])
