@@ -44,9 +44,11 @@ def acc_matrix(retention: float, run: int, n_tasks: int = 3, scenario_shift: flo
 def write_metrics(root: Path, *, agent: str, run: int, scenario: str = "class_iid", dataset: str = DATASET,
                   kind: str = KIND, fidelity: str = FIDELITY, matrix: list[list], test_all: list | None = None,
                   test_first: list | None = None, direct_matrix: list[list] | None = None,
-                  total_s: float = 10.0, memory_bytes: dict | None = None) -> Path:
+                  total_s: float = 10.0, memory_bytes: dict | None = None, hparams: dict | None = None,
+                  impl: str | None = None) -> Path:
     """Write one run's metrics.json (metrics_format.md); test_all / test_first default to the matrix's row means /
-    first column (equal class sizes). Returns the path."""
+    first column (equal class sizes); ``hparams`` are added to the default ones, ``impl`` replaces the default
+    implementation (AugMem / NormalNN). Returns the path."""
     n_tasks = len(matrix)
 
     def derived(m):
@@ -77,9 +79,9 @@ def write_metrics(root: Path, *, agent: str, run: int, scenario: str = "class_ii
                       "selected_epoch": 1})
     data = {
         "meta": {"dataset": dataset, "kind": kind, "scenario": scenario, "agent": agent,
-                 "impl": "AugMem" if is_augmem else "NormalNN", "run": run, "fidelity": fidelity, "seed": run,
+                 "impl": impl or ("AugMem" if is_augmem else "NormalNN"), "run": run, "fidelity": fidelity, "seed": run,
                  "n_class": N_CLASS, "device": "cpu", "torch": "2.14.1", "image_size": 32, "inputs": "pixels"},
-        "hparams": {"lr": 0.001, "visualize": run == 0},
+        "hparams": {"lr": 0.001, "visualize": run == 0, **(hparams or {})},
         "switches": {"keep_best_on_test": True},
         "primary_path": primary,
         "paths": paths,

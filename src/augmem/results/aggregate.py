@@ -16,7 +16,14 @@ Per cell, on the *primary path* of the agent (``mem`` for AugMem, ``acc`` for th
   - backward transfer, BWT (Lopez-Paz & Ranzato 2017): mean over j < T-1 of ( a[T-1][j] - a[j][j] ).
 
   Both are NaN for T = 1 and for imported rows (no accuracy matrix published);
-* memory the method stores, in bytes (``memory_bytes_total`` and one ``memory_bytes_<kind>`` column per kind);
+* memory the method stores, in bytes (``memory_bytes_total`` and one ``memory_bytes_<kind>`` column per kind), and
+  the configured budget ``memory_size`` with its unit (``memory_size_unit``), which differs between agents: images
+  split over the tasks seen (naive rehearsal, GEM, A-GEM), exemplar images (iCaRL), hypotheses (AugMem). The unit is
+  the agent's own declaration (``declared(HP)["memory_size"].unit``, found from ``meta.impl``); agents without a
+  memory budget have neither;
+* the initial weights (``hparams.weights``) and ``hparams.freeze_feature_extract``: ``random_init`` is true when a
+  run started from random weights (``weights: none``), and ``random_frozen_front`` when that random front was also
+  frozen (AugMem's front then never learns). The results table marks such cells;
 * wall time per job: ``timing.total_s`` of metrics.json, and the ``s`` column of Snakemake benchmark TSV files when
   given (``bench_s``; also ``max_rss`` in MB when present). Times are over all runs of the cell, before the run
   filter: they measure the cost of the jobs, which does not depend on a result-based filter.
@@ -34,6 +41,7 @@ same tidy format with agent ``AAN (imported)`` / ``REMIND (imported)``, ``import
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -57,8 +65,11 @@ RUN_FILTERS = ("none", "published")
 RUNS_COLUMNS = [
     "dataset", "kind", "scenario", "agent", "impl", "fidelity", "run", "seed", "imported", "path", "primary", "task",
     "n_tasks", "n_seen", "n_class", "acc_all", "acc_first", "val_all", "acc_row", "n_train", "selected_epoch",
-    "train_s", "eval_s", "total_s", "memory_bytes_total", "memory_bytes", "n_test", "source",
+    "train_s", "eval_s", "total_s", "weights", "freeze_feature_extract", "memory_size", "memory_size_unit",
+    "memory_bytes_total", "memory_bytes", "n_test", "source",
 ]
+#: ``hparams.weights`` of a run that started from random weights.
+RANDOM_WEIGHTS = "none"
 
 
 # --------------------------------------------------------------------------------------------------------- loading
@@ -116,6 +127,41 @@ def _json_list(values) -> str:
     return json.dumps([None if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in values])
 
 
+@functools.lru_cache(maxsize=None)
+def memory_size_unit(impl: str | None) -> str | None:
+    """The unit of ``memory_size`` as the agent implementation ``impl`` declares it (its HP dataclass), or None when
+    the agent has no memory budget or ``impl`` is not one of this project's agents (imported rows).
+
+    ``impl`` is the registry name of metrics.json's ``meta.impl`` (``AugMem``, ``NaiveRehearsal``, ...); the class
+    name (``AugMemAgent``) is accepted too."""
+    from augmem.agents import REGISTRY, get_agent_class
+    from augmem.agents.hparams import declared
+
+    if not impl:
+        return None
+    names = {name: name for name in REGISTRY}
+    names.update({target.split(":")[1]: name for name, target in REGISTRY.items()})
+    if str(impl) not in names:
+        return None
+    decl = declared(get_agent_class(names[str(impl)]).HP).get("memory_size")
+    return decl.unit if decl is not None else None
+
+
+def _hparam_fields(data: dict, impl, path: Path) -> dict:
+    """weights, freeze_feature_extract, memory_size and its unit of one run (None where metrics.json lacks them)."""
+    hp = data.get("hparams")
+    hp = hp if isinstance(hp, dict) else {}
+    weights = hp.get("weights")
+    freeze = hp.get("freeze_feature_extract")
+    unit = memory_size_unit(impl)
+    size = hp.get("memory_size") if unit is not None else None
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float))):
+        raise InputError(f"{path}: hparams.memory_size must be a number, got {size!r}")
+    return {"weights": None if weights is None else str(weights),
+            "freeze_feature_extract": None if freeze is None else bool(freeze),
+            "memory_size": size, "memory_size_unit": unit}
+
+
 def read_metrics(path: str | Path) -> dict:
     """Read one metrics.json; a missing, unreadable or non-object file raises InputError naming it."""
     path = Path(path)
@@ -159,6 +205,7 @@ def metrics_rows(data: dict, path: str | Path) -> list[dict]:
     except (TypeError, ValueError):
         raise InputError(f"{path}: meta.run must be an integer, got {meta['run']!r}") from None
     n_class = meta.get("n_class")
+    hp_fields = _hparam_fields(data, meta.get("impl"), path)
 
     def per_task(key: str, t: int) -> float:
         values = timing.get(key)
@@ -192,7 +239,8 @@ def metrics_rows(data: dict, path: str | Path) -> list[dict]:
                 "acc_row": _json_list(matrix[t]) if matrix is not None else None,
                 "n_train": task.get("n_train"), "selected_epoch": task.get("selected_epoch"),
                 "train_s": per_task("train_s", t), "eval_s": per_task("eval_s", t),
-                "total_s": _num(timing.get("total_s")), "memory_bytes_total": _num(data.get("memory_bytes_total")),
+                "total_s": _num(timing.get("total_s")), **hp_fields,
+                "memory_bytes_total": _num(data.get("memory_bytes_total")),
                 "memory_bytes": json.dumps(mem, sort_keys=True), "n_test": data.get("n_test"), "source": str(path),
             })
     return rows
@@ -315,7 +363,8 @@ def load_imported(published_dir: str | Path, datasets) -> pd.DataFrame:
                     "path": "acc", "primary": True, "task": t, "n_tasks": n_tasks, "n_seen": n_seen,
                     "n_class": n_class, "acc_all": acc_all[r, t], "acc_first": acc_first[r, t], "val_all": math.nan,
                     "acc_row": None, "n_train": None, "selected_epoch": None, "train_s": math.nan,
-                    "eval_s": math.nan, "total_s": math.nan, "memory_bytes_total": math.nan, "memory_bytes": "{}",
+                    "eval_s": math.nan, "total_s": math.nan, "weights": None, "freeze_feature_extract": None,
+                    "memory_size": None, "memory_size_unit": None, "memory_bytes_total": math.nan, "memory_bytes": "{}",
                     "n_test": None, "source": str(files["all"]),
                 })
     return sort_runs(pd.DataFrame(rows, columns=RUNS_COLUMNS))
@@ -473,15 +522,30 @@ def per_task(runs: pd.DataFrame, run_filter: str | None = None) -> pd.DataFrame:
     return out.drop(columns=["_a", "_p"]).reset_index(drop=True)
 
 
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _one(values):
+    """The value shared by a cell's runs (None when no run has one; several values: space-separated, sorted)."""
+    found = sorted({v for v in values if _present(v)}, key=str)
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else " ".join(map(str, found))
+
+
 def summarise(runs: pd.DataFrame, run_filter: str | None = None,
               benchmarks: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per cell (primary path): the statistics of the module docstring, over the runs the filter keeps.
 
     Columns: the cell, ``imported``, ``path``, ``n_tasks``, ``run_filter``, ``n_runs_before``, ``n_runs``, ``runs``
-    (kept run numbers, space-separated), ``<stat>_mean`` / ``<stat>_sem`` for avg, final, first_avg, first_final,
-    forgetting, bwt, total_s, bench_s; ``chance_avg`` and ``chance_final``; ``memory_bytes_total`` and
-    ``memory_bytes_<kind>`` (means over runs); ``max_rss`` (MB, from the benchmarks). A cell whose runs are all
-    dropped by the filter keeps its row with n_runs 0 and NaN statistics.
+    (kept run numbers, space-separated), ``weights`` and ``freeze_feature_extract`` (the runs' values),
+    ``random_init`` / ``random_frozen_front`` (some run started from random weights / with a frozen random front),
+    ``<stat>_mean`` / ``<stat>_sem`` for avg, final, first_avg, first_final, forgetting, bwt, total_s, bench_s;
+    ``chance_avg`` and ``chance_final``; ``memory_size`` and ``memory_size_unit`` (the agent's configured budget and
+    its declared unit; empty for agents without one), ``memory_bytes_total`` and ``memory_bytes_<kind>`` (means over
+    runs); ``max_rss`` (MB, from the benchmarks). A cell whose runs are all dropped by the filter keeps its row with
+    n_runs 0 and NaN statistics. A setting that differs between a cell's runs lists its values, space-separated.
     """
     desc = filter_description(run_filter)
     primary = runs[runs["primary"].astype(bool)]
@@ -505,6 +569,7 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
                 "bwt": backward_transfer(a) if a is not None else math.nan,
                 "total_s": r["total_s"].iloc[0], "memory_bytes_total": r["memory_bytes_total"].iloc[0],
                 **{f"memory_bytes_{k}": float(mem[k]) if mem.get(k) is not None else math.nan for k in mem_kinds},
+                **{k: r[k].iloc[0] for k in ("weights", "freeze_feature_extract", "memory_size", "memory_size_unit")},
             })
         pr = pd.DataFrame(per_run)
         kept = pr[pr["run"].isin(keep_ids)]
@@ -512,6 +577,12 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
         rec = {**cell, "imported": bool(g["imported"].iloc[0]), "path": g["path"].iloc[0],
                "n_tasks": int(g["n_tasks"].iloc[0]), "run_filter": desc, "n_runs_before": len(pr),
                "n_runs": len(kept), "runs": " ".join(str(i) for i in keep_ids)}
+        random_init = pr["weights"].map(lambda w: _present(w) and str(w) == RANDOM_WEIGHTS)
+        frozen = pr["freeze_feature_extract"].map(lambda f: _present(f) and bool(f))
+        rec["weights"] = _one(pr["weights"])
+        rec["freeze_feature_extract"] = _one(pr["freeze_feature_extract"])
+        rec["random_init"] = bool(random_init.any())
+        rec["random_frozen_front"] = bool((random_init & frozen).any())
         for stat in ("avg", "final", "first_avg", "first_final", "forgetting", "bwt"):
             rec[f"{stat}_mean"] = _mean(kept[stat])
             rec[f"{stat}_sem"] = sem(kept[stat])
@@ -521,6 +592,8 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
         chances = [_chance(cell["scenario"], n, c) for n, c in zip(chances["n_seen"], chances["n_class"])]
         rec["chance_avg"] = _mean(chances)
         rec["chance_final"] = _chance(cell["scenario"], last["n_seen"].max(), last["n_class"].max())
+        rec["memory_size"] = _one(pr["memory_size"])
+        rec["memory_size_unit"] = _one(pr["memory_size_unit"])
         rec["memory_bytes_total"] = _mean(pr["memory_bytes_total"])
         for k in mem_kinds:
             rec[f"memory_bytes_{k}"] = _mean(pr[f"memory_bytes_{k}"])
@@ -538,6 +611,9 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
     out = pd.DataFrame(rows)
     if out.empty:
         return out
+    sizes = out["memory_size"]
+    if all(isinstance(v, (int, float)) and float(v).is_integer() for v in sizes if _present(v)):
+        out["memory_size"] = pd.array([int(v) if _present(v) else None for v in sizes], dtype="Int64")
     out = out.assign(_a=out["agent"].map(agent_sort_key))
     out = out.sort_values(["dataset", "scenario", "fidelity", "_a"], kind="stable")
     return out.drop(columns=["_a"]).reset_index(drop=True)
@@ -553,9 +629,10 @@ def _read_table(path, required) -> pd.DataFrame:
     from augmem.io import read_csv_checked
 
     df = read_csv_checked(path, required, dtype={c: str for c in ("dataset", "kind", "scenario", "agent", "fidelity",
-                                                                  "path", "runs", "run_filter")},
+                                                                  "path", "runs", "run_filter", "weights",
+                                                                  "memory_size_unit")},
                           keep_default_na=True)
-    for col in ("primary", "imported"):
+    for col in ("primary", "imported", "random_init", "random_frozen_front"):
         if col in df:
             df[col] = df[col].map(lambda v: str(v).strip().lower() == "true")
     if "runs" in df:

@@ -7,9 +7,14 @@ their dataset x scenario. The best mean of each column is marked (bold in Markdo
 the bounds (lower_bound, upper_bound) are not candidates, since they are references rather than methods. The
 caption names the run filter.
 
-The CSV form holds the numbers: a ``# caption`` comment line, then one row per agent with ``agent``, ``label``,
-``imported`` and, per column ``C`` (``dataset/scenario[/fidelity]``), ``C|mean``, ``C|sem``, ``C|n``, ``C|best``.
-``read_table_csv`` reads it back and ``to_markdown`` renders it, so CSV -> Markdown gives the same numbers.
+Cells whose runs started from random weights (``weights: none``; summary column ``random_init``) carry a marker and
+a note under the table: ``†`` random-init front, ``‡`` random-init front that was also frozen
+(``freeze_feature_extract``; summary column ``random_frozen_front``), as AugMem's is: its features stay random.
+
+The CSV form holds the numbers: a ``# caption`` comment line (then one ``# note`` line per marker used), then one
+row per agent with ``agent``, ``label``, ``imported`` and, per column ``C`` (``dataset/scenario[/fidelity]``),
+``C|mean``, ``C|sem``, ``C|n``, ``C|best``, ``C|random_init``, ``C|random_frozen_front``. ``read_table_csv`` reads
+it back and ``to_markdown`` renders it, so CSV -> Markdown gives the same numbers and marks.
 """
 from __future__ import annotations
 
@@ -25,7 +30,18 @@ from augmem.io import InputError
 from augmem.results.aggregate import IMPORTED_FIDELITY
 from augmem.results.style import BOUNDS, agent_label, is_imported, sort_agents
 
-STATS = ("mean", "sem", "n", "best")
+STATS = ("mean", "sem", "n", "best", "random_init", "random_frozen_front")
+#: statistics a CSV written before they existed may lack (read as False)
+OPTIONAL_STATS = ("random_init", "random_frozen_front")
+#: cell markers and the notes under the table
+RANDOM_INIT_MARK = "†"
+RANDOM_FROZEN_MARK = "‡"
+NOTES = {
+    RANDOM_INIT_MARK: "random-init front (weights: none): these runs started from random weights, not from a "
+                      "pre-trained network.",
+    RANDOM_FROZEN_MARK: "random-init front (weights: none), frozen (freeze_feature_extract): the front never learns, "
+                        "so its features stay random for the whole run.",
+}
 
 
 @dataclass
@@ -40,6 +56,21 @@ class ResultsTable:
     best: pd.DataFrame
     caption: str
     labels: dict = field(default_factory=dict)
+    random_init: pd.DataFrame | None = None  # agents x columns, True where a run started from random weights
+    random_frozen_front: pd.DataFrame | None = None  # ... and that random front was frozen
+
+    def mark(self, agent: str, column: str) -> str:
+        """The cell's marker: ``‡`` frozen random front, ``†`` random-init front, else ''."""
+        if self.random_frozen_front is not None and bool(self.random_frozen_front.loc[agent, column]):
+            return RANDOM_FROZEN_MARK
+        if self.random_init is not None and bool(self.random_init.loc[agent, column]):
+            return RANDOM_INIT_MARK
+        return ""
+
+    def notes(self) -> list[str]:
+        """'<marker> <note>' for every marker some cell carries, in a fixed order."""
+        used = {self.mark(a, c) for a in self.agents for c in self.columns}
+        return [f"{m} {NOTES[m]}" for m in (RANDOM_INIT_MARK, RANDOM_FROZEN_MARK) if m in used]
 
 
 def _fidelity_order(fidelities) -> list[str]:
@@ -73,7 +104,10 @@ def build_table(summary: pd.DataFrame, exclude_from_best=BOUNDS) -> ResultsTable
     sem = mean.copy()
     n = pd.DataFrame(0, index=agents, columns=columns, dtype=int)
     present = pd.DataFrame(False, index=agents, columns=columns)
+    random_init = pd.DataFrame(False, index=agents, columns=columns)
+    random_frozen = pd.DataFrame(False, index=agents, columns=columns)
     for r in summary.itertuples(index=False):
+        flags = r._asdict()
         if by_fidelity:
             fids = own_fids if r.fidelity == IMPORTED_FIDELITY else [r.fidelity]
             cols = [f"{r.dataset}/{r.scenario}/{f}" for f in fids]
@@ -86,6 +120,8 @@ def build_table(summary: pd.DataFrame, exclude_from_best=BOUNDS) -> ResultsTable
             mean.loc[r.agent, c] = r.avg_mean
             sem.loc[r.agent, c] = r.avg_sem
             n.loc[r.agent, c] = int(r.n_runs)
+            random_init.loc[r.agent, c] = _flag(flags.get("random_init"))
+            random_frozen.loc[r.agent, c] = _flag(flags.get("random_frozen_front"))
     best = pd.DataFrame(False, index=agents, columns=columns)
     candidates = [a for a in agents if a not in set(exclude_from_best)]
     for c in columns:
@@ -97,7 +133,17 @@ def build_table(summary: pd.DataFrame, exclude_from_best=BOUNDS) -> ResultsTable
     caption = ("Average accuracy over tasks (%), mean ± SEM over runs (n runs); per run the mean over tasks of the "
                "accuracy on all seen classes. Bold: best per column (bounds excluded). Run filter: "
                + "; ".join(filters) + ".")
-    return ResultsTable(agents, columns, mean, sem, n, best, caption, {a: agent_label(a) for a in agents})
+    return ResultsTable(agents, columns, mean, sem, n, best, caption, {a: agent_label(a) for a in agents},
+                        random_init, random_frozen)
+
+
+def _flag(value) -> bool:
+    """A summary flag (bool, 'True'/'False' text, or NaN/None where a summary lacks it) as a bool."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
 
 
 def _fmt(mean: float, sem: float, n: int) -> str:
@@ -119,14 +165,18 @@ def to_markdown(table: ResultsTable) -> str:
         cells = [table.labels.get(a, agent_label(a))]
         for c in table.columns:
             text = _fmt(table.mean.loc[a, c], table.sem.loc[a, c], int(table.n.loc[a, c]))
-            cells.append(f"**{text}**" if table.best.loc[a, c] else text)
+            text = f"**{text}**" if table.best.loc[a, c] else text
+            mark = table.mark(a, c)
+            cells.append(f"{text} {mark}" if mark else text)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + table.caption + "\n"
+    notes = "".join(f"\n{note}\n" for note in table.notes())
+    return "\n".join(lines) + "\n\n" + table.caption + "\n" + notes
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-        "±": r"$\pm$", "β": r"$\beta$", "—": "---"}
+        "±": r"$\pm$", "β": r"$\beta$", "—": "---", RANDOM_INIT_MARK: r"$^\dagger$",
+        RANDOM_FROZEN_MARK: r"$^\ddagger$"}
 
 
 def _tex(text: str) -> str:
@@ -161,14 +211,16 @@ def to_latex(table: ResultsTable) -> str:
         cells = [_tex(table.labels.get(a, agent_label(a)))]
         for c in table.columns:
             m, s, n = table.mean.loc[a, c], table.sem.loc[a, c], int(table.n.loc[a, c])
+            mark = _tex(table.mark(a, c))
             if isinstance(m, float) and math.isnan(m):
-                cells.append("--")
+                cells.append("--" + mark)
                 continue
             s_txt = "--" if math.isnan(s) else f"{s:.1f}"
             text = f"{m:.1f} $\\pm$ {s_txt} ({n})"
-            cells.append(rf"\textbf{{{text}}}" if table.best.loc[a, c] else text)
+            cells.append((rf"\textbf{{{text}}}" if table.best.loc[a, c] else text) + mark)
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(table.caption)}}}", r"\label{tab:results}",
+    caption = " ".join([table.caption, *table.notes()])
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(caption)}}}", r"\label{tab:results}",
               r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -182,8 +234,12 @@ def to_csv_text(table: ResultsTable) -> str:
         data[f"{c}|sem"] = table.sem[c].to_numpy()
         data[f"{c}|n"] = table.n[c].to_numpy()
         data[f"{c}|best"] = table.best[c].to_numpy()
+        for stat, flags in (("random_init", table.random_init), ("random_frozen_front", table.random_frozen_front)):
+            data[f"{c}|{stat}"] = flags[c].to_numpy() if flags is not None else False
     buf = io.StringIO()
     buf.write("# " + table.caption.replace("\n", " ") + "\n")
+    for note in table.notes():
+        buf.write("# " + note + "\n")
     pd.DataFrame(data).to_csv(buf, index=False)
     return buf.getvalue()
 
@@ -197,6 +253,8 @@ def read_table_csv(path: str | Path) -> ResultsTable:
     first, _, rest = text.partition("\n")
     if not first.startswith("# "):
         raise InputError(f"{path}: line 1 must be the '# caption' line")
+    while rest.startswith("# "):  # the notes under the table: rebuilt from the flag columns
+        rest = rest.partition("\n")[2]
     df = pd.read_csv(io.StringIO(rest), dtype={"agent": str, "label": str})
     if "agent" not in df.columns:
         raise InputError(f"{path}: missing column 'agent'")
@@ -210,7 +268,7 @@ def read_table_csv(path: str | Path) -> ResultsTable:
                 columns.append(base)
     for c in columns:
         for stat in STATS:
-            if f"{c}|{stat}" not in df.columns:
+            if f"{c}|{stat}" not in df.columns and stat not in OPTIONAL_STATS:
                 raise InputError(f"{path}: column {c!r} lacks {c}|{stat}")
     agents = df["agent"].tolist()
 
@@ -218,8 +276,10 @@ def read_table_csv(path: str | Path) -> ResultsTable:
         out = pd.DataFrame({c: df[f"{c}|{stat}"].to_numpy() for c in columns}, index=agents)
         return out.astype(dtype)
 
-    best = pd.DataFrame({c: df[f"{c}|best"].map(lambda v: str(v).strip().lower() == "true").to_numpy()
-                         for c in columns}, index=agents)
+    def flags(stat):
+        return pd.DataFrame({c: df[f"{c}|{stat}"].map(_flag).to_numpy() if f"{c}|{stat}" in df.columns
+                             else np.zeros(len(agents), dtype=bool) for c in columns}, index=agents, dtype=bool)
+
     labels = dict(zip(agents, df["label"])) if "label" in df.columns else {}
-    return ResultsTable(agents, columns, block("mean", float), block("sem", float), block("n", int), best,
-                        first[2:], labels)
+    return ResultsTable(agents, columns, block("mean", float), block("sem", float), block("n", int), flags("best"),
+                        first[2:], labels, flags("random_init"), flags("random_frozen_front"))
