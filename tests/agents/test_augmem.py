@@ -26,6 +26,7 @@ BASE_HP = dict(
     backbone="squeezenet", weights="none", image_size=32, lr=0.01, momentum=0.9, weight_decay=1e-4,
     memory_Nslots=10, memory_Nfeat=8, memory_size=6, mem_sparse=5, memory_topK=1,
     reg_coef=1000, replay_coef=5, replay_times=1, logit_coef=1, freeze_feature_extract=True,
+    allow_small_map=True,  # 32x32 fixture images give a 1x1 map (AugMem stops on that unless allowed)
 )
 
 

@@ -21,7 +21,8 @@ from .test_loop import run_job
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 AUGMEM_HP = {"n_epoch_first_task": None, "memory_Nslots": 10, "memory_Nfeat": 8, "memory_size": 20,
-             "freeze_feature_extract": True, "replay_coef": 5, "reg_coef": 1000, "mem_sparse": 5}
+             "freeze_feature_extract": True, "replay_coef": 5, "reg_coef": 1000, "mem_sparse": 5,
+             "allow_small_map": True}
 IMPLS = ["NormalNN", "Offline", "L2", "EWC", "EWCOnline", "SI", "MAS", "NaiveRehearsal", "GEM", "AGEM", "iCaRL",
          "AugMem"]
 

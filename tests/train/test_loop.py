@@ -319,7 +319,8 @@ def test_augmem_through_the_loop_with_resume(tiny_files, tmp_path):
 
     cls = get_agent_class("AugMem")
     hp = {"n_epoch_first_task": None, "memory_Nslots": 10, "memory_Nfeat": 8, "memory_size": 20,
-          "freeze_feature_extract": True, "visualize": True, "viz_per_class": 3, "viz_images_per_class": 2}
+          "freeze_feature_extract": True, "visualize": True, "viz_per_class": 3, "viz_images_per_class": 2,
+          "allow_small_map": True}  # 32 px: a 1x1 map
     run_job(cls, tiny_files, tmp_path / "full", hp=hp)
     m = read_metrics(tmp_path / "full")
     assert m["primary_path"] == "mem" and m["paths"] == ["mem", "direct"]

@@ -56,7 +56,8 @@ def assert_same_training(a, b):
 AGENTS = [(NormalNN, "reference"), (NaiveRehearsal, "corrected"), (ICaRL, "reference")]
 AugMem = get_agent_class("AugMem")
 MEMORY = {NaiveRehearsal: {"memory_size": 12}, ICaRL: {"memory_size": 12},
-          AugMem: {"memory_Nslots": 10, "memory_Nfeat": 8, "memory_size": 20, "freeze_feature_extract": True}}
+          AugMem: {"memory_Nslots": 10, "memory_Nfeat": 8, "memory_size": 20, "freeze_feature_extract": True,
+                   "allow_small_map": True}}
 
 
 def multi(cls, **extra):

@@ -53,6 +53,10 @@ class AugMemHP(CommonHP):
     herding_mode: bool = hparam(False, "choose stored hypotheses by herding (ablation) instead of the latest ones")
     freeze_memory: bool = hparam(False, "keep M fixed (no gradient)")
     best_net_direct: bool = hparam(False, "keep-best selects on the direct path instead of the memory path")
+    health_check: bool = hparam(True, "after every task, compute the memory's health figures on the test set "
+                                "(metrics.json `health`; README, AugMem health)")
+    allow_small_map: bool = hparam(False, "run even when image_size gives the front a map smaller than 2x2 "
+                                   "(too few keys to carry hypotheses; the job stops otherwise)")
 
 HARDCODED_LR = 0.001  # spec 6.4 step 4
 GRAD_CLAMP = 10.0  # elementwise gradient clamp to [-10, 10]
@@ -99,13 +103,33 @@ def attend(keys: torch.Tensor, memory: torch.Tensor, beta: float, top_k: int = 0
         a, s = _softmax_rows(keys[i:i + rows], memory, beta)
         p = a.div_(s)
         if top is not None:
-            if argsort_ties:
-                top[i:i + rows] = torch.argsort(p, dim=1, descending=True)[:, :top_k]
-            else:
-                top[i:i + rows] = p.topk(top_k, dim=1, largest=True, sorted=True).indices
+            top[i:i + rows] = _top_slots(p, top_k, argsort_ties)
         if read is not None:
             read[i:i + rows] = p.matmul(memory)
     return read, top
+
+
+def _top_slots(p: torch.Tensor, top_k: int, argsort_ties: bool) -> torch.Tensor:
+    if argsort_ties:
+        return torch.argsort(p, dim=1, descending=True)[:, :top_k]
+    return p.topk(top_k, dim=1, largest=True, sorted=True).indices
+
+
+@torch.no_grad()
+def attention_top1(keys: torch.Tensor, memory: torch.Tensor, beta: float, argsort_ties: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(most attended slot (N,), its attention (N,)) of each flat key, chunk by chunk, with the same slot choice as
+    :func:`attend` (so the codes are those the storage keeps)."""
+    n = keys.shape[0]
+    idx = torch.empty(n, dtype=torch.long, device=keys.device)
+    att = keys.new_empty(n)
+    rows = _chunk_rows(keys)
+    for i in range(0, n, rows):
+        a, s = _softmax_rows(keys[i:i + rows], memory, beta)
+        p = a.div_(s)
+        idx[i:i + rows] = _top_slots(p, 1, argsort_ties)[:, 0]
+        att[i:i + rows] = p.max(dim=1).values
+    return idx, att
 
 
 class MemoryRead(torch.autograd.Function):
@@ -249,6 +273,7 @@ class AugMemAgent(Agent):
         self.step_log: list[dict[str, torch.Tensor]] = []  # per main/replay step of the last learn_stream (detached)
         self.n_main_steps = 0
         self.n_replay_steps = 0
+        self.check_map_size()
 
     @classmethod
     def extra_checks(cls, hp: dict[str, Any]) -> list[tuple[str, str]]:
@@ -579,6 +604,53 @@ class AugMemAgent(Agent):
 
     def output_paths(self) -> list[str]:
         return ["mem", "direct"]
+
+    # ----------------------------------------------------------------------------------------------------- health
+    def front_map(self, image_size: int) -> tuple[int, int]:
+        """(h, w) of the front's output for a square image of ``image_size`` pixels."""
+        front = self.model.front
+        was_training = front.training
+        front.eval()
+        with torch.no_grad():
+            e = front(torch.zeros(1, 3, image_size, image_size, device=self.device))
+        front.train(was_training)
+        return int(e.shape[2]), int(e.shape[3])
+
+    def check_map_size(self) -> None:
+        """Stop early when the image size gives a front map that cannot carry hypotheses (smaller than 2x2), naming
+        the smallest image size that gives a usable map for this backbone and cut (hp allow_small_map overrides)."""
+        from augmem.agents.augmem_health import MIN_MAP_LOCATIONS
+
+        size = self.hp["image_size"]
+        h, w = self.front_map(size)
+        if h * w >= MIN_MAP_LOCATIONS or self.hp["allow_small_map"]:
+            return
+        smallest = next((s for s in range(size + 1, 1025) if (lambda m: m[0] * m[1])(self.front_map(s))
+                         >= MIN_MAP_LOCATIONS), None)
+        g = self.model.n_groups
+        raise InputError(
+            f"AugMem: image_size {size} gives the {self.hp['backbone']} front a {h}x{w} map at its cut ({h * w * g} "
+            f"keys per image): too few keys to carry hypotheses (every image gets the same few slots and replay "
+            f"overwrites the new classes); the smallest image size with a usable (>= 2x2) map is {smallest} px. "
+            f"Set allow_small_map: true to run anyway.")
+
+    @torch.no_grad()
+    def task_health(self, loader, new_labels: list[int], old_labels: list[int]) -> dict[str, Any] | None:
+        """The memory's health figures on ``loader`` (test images of the seen classes) after a task
+        (:mod:`augmem.agents.augmem_health`); None when hp health_check is off."""
+        from augmem.agents.augmem_health import HealthAccumulator
+
+        if not self.hp["health_check"]:
+            return None
+        self.model.eval()
+        acc = HealthAccumulator(self.n_slots)
+        for x, y in loader:
+            e = self.front_forward(x.to(self.device))
+            b, c, h, w = e.shape
+            keys = e.permute(0, 2, 3, 1).reshape(-1, self.n_feat)
+            idx, att = attention_top1(keys, self.model.memory, self.model.beta, self.model.argsort_ties)
+            acc.add(idx.reshape(b, h, w, -1), att, y)
+        return acc.summarise(new_labels, old_labels)
 
     @torch.no_grad()
     def visualization(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

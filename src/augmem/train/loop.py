@@ -42,7 +42,8 @@ import torch
 from augmem.data.datasets import IMAGENET_MEAN, IMAGENET_STD, FilelistDataset, check_filelists, study_transform
 from augmem.io import InputError, atomic_path, write_json
 from augmem.train.checkpoint import file_digest, fingerprint, load_checkpoint, remove_checkpoint, save_checkpoint
-from augmem.train.seeding import derive_seed, owner_generator, rng_state, set_replay_seed, set_rng_state
+from augmem.train.seeding import (derive_seed, owner_generator, rng_state, set_replay_seed, set_rng_state,
+                                 throwaway_generator)
 
 VAL_FRACTION = 0.25
 EVAL_EVERY = ("epoch", "task")
@@ -624,6 +625,19 @@ def _run_stream(agent, run_dir, image_root, out_dir, *, hp, switches, meta, seed
         if hp.get("visualize", False):
             viz.update(visualization_arrays(agent, test_ds, test_idx, test_labels, pr, t, hp, batch_size,
                                             n_workers, gens["viz"]))
+        if callable(getattr(agent, "task_health", None)) and t_idx:
+            # AugMem's health figures on the seen classes' test images (a loader whose seed draw nobody uses)
+            hl = make_loader(torch.utils.data.Subset(test_ds, t_idx), batch_size, n_workers, agent.device,
+                             throwaway_generator())
+            health = agent.task_health(hl, labels[t], sorted({lab for j in range(t) for lab in labels[j]}))
+            del hl
+            if health is not None:
+                partial.setdefault("health", []).append(health)
+                log(f"task {t + 1}/{n_tasks} health: map {health['map']}, {health['keys_per_image']} keys/image, "
+                    f"max attention {health['max_attention_mean']:.3f} +- {health['max_attention_std']:.3f}, "
+                    f"{health['slots_used']}/{health['n_slots']} slots used, {health['distinct_codes']} distinct "
+                    f"codes of {health['n_images']} images, shared codes "
+                    + ("-" if health["shared_code_fraction"] is None else f"{100 * health['shared_code_fraction']:.0f} %"))
 
         partial["elapsed_s"] = float(partial.get("elapsed_s", 0.0)) + (time.perf_counter() - t_start)
         partial["nondeterministic_ops"] = list(recorder.ops)
@@ -648,6 +662,12 @@ def _run_stream(agent, run_dir, image_root, out_dir, *, hp, switches, meta, seed
         "timing": {**partial["timing"], "total_s": total_s},
         "memory_bytes": mem, "memory_bytes_total": int(sum(mem.values())), "n_test": len(test_idx),
     }
+    if partial.get("health"):
+        from augmem.agents.augmem_health import verdict
+
+        metrics["health"] = partial["health"]
+        metrics["health_verdict"] = verdict(partial["health"])
+        log(("" if metrics["health_verdict"]["healthy"] else "WARNING: ") + metrics["health_verdict"]["message"])
     metrics = to_json_safe(metrics)
     # viz.npz is always written (a declared output of the train rule): with visualize off it holds only meta_json
     viz["meta_json"] = np.asarray(json.dumps({
