@@ -90,7 +90,7 @@ def test_unreadable_weights_file(tmp_path):
 def test_registry_records():
     from augmem.models.backbones import ALIASES, BACKBONES, imagenet_weights_file
 
-    assert set(BACKBONES) == {"squeezenet", "mobilenet"}
+    assert set(BACKBONES) == {"squeezenet", "mobilenet", "efficientnet_lite0"}
     assert ALIASES["resnet18"] == "squeezenet" and ALIASES["mobilenetv2"] == "mobilenet"
     assert imagenet_weights_file("resnet18") == "data/weights/squeezenet1_0_imagenet.pth"
     assert imagenet_weights_file("mobilenet") == "data/weights/mobilenet_v2_imagenet.pth"

