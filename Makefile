@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The workflow's shell commands call `python -m stages...`: put the venv first on PATH.
-SNAKEMAKE := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --workflow-profile workflow/profiles/default
+# (profiles/default, next to the Snakefile, is loaded by Snakemake itself)
+SNAKEMAKE := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake
 
 demo: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES)
