@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from augmem.data.dirmap import read_dirmap
-from augmem.data.stats import check_stats, dirmap_stats
+from augmem.data.stats import check_dataset_classes, check_stats, dirmap_stats
 from augmem.io import InputError, check_outputs, write_json
 
 
@@ -30,12 +30,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="expected values, e.g. images_per_class_min=4350 total_sessions=3480")
     ap.add_argument("--frames-per-session", type=int, default=15,
                     help="threshold of the 'sessions after filter' count (default 15)")
+    ap.add_argument("--dataset-classes", type=int, metavar="N",
+                    help="the dataset's n_class (the network's outputs): the dirmap must hold exactly N classes")
     args = ap.parse_args(argv)
     try:
         check_outputs([args.out], inputs=[args.dirmap])
         expected = parse_expect(args.expect)
-        stats = dirmap_stats(read_dirmap(args.dirmap, ["class", "object", "session", "im_num"]),
-                             frames_per_session=args.frames_per_session)
+        dirmap = read_dirmap(args.dirmap, ["class", "object", "session", "im_num"])
+        if args.dataset_classes is not None:
+            check_dataset_classes(dirmap, args.dataset_classes, source=args.dirmap)
+        stats = dirmap_stats(dirmap, frames_per_session=args.frames_per_session)
         check_stats(stats, expected)
     except InputError as e:
         raise SystemExit(f"error: {e}")

@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from augmem.data import filelists as fl
+from augmem.data import layouts
 from augmem.data.fidelity import FIDELITIES
 from augmem.io import InputError, check_outputs
 
@@ -58,26 +59,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("stream", "offline", "both"), help="default: stream (offline with --offline)")
     p.add_argument("--fidelity", required=True, choices=FIDELITIES)
     p.add_argument("--out", required=True, help="output root folder")
-    p.add_argument("--kind", choices=fl.KINDS, metavar="K",
-                   help=f"dataset logic, one of {list(fl.KINDS)}; default: --dataset")
+    layouts.add_layout_option(p, required=False, help="dataset layout (default: --dataset, when it names one)")
     p.add_argument("--task-size-iid", type=_positive, default=1200, metavar="N", help="rows per iid task")
     p.add_argument("--n-class", type=_positive, default=2, metavar="N",
-                   help="classes per task (class_iid, class_instance)")
+                   help="classes per task (class_iid, class_instance); must divide the classes of the training "
+                   "split unless --uneven-last-task")
+    p.add_argument("--uneven-last-task", action="store_true",
+                   help="allow --n-class not dividing the classes (the last task holds the remainder)")
+    p.add_argument("--dataset-classes", type=_positive, metavar="N",
+                   help="the dataset's number of classes (n_class of its entry, the network's outputs): the dirmap "
+                   "must hold exactly N classes (checked before anything is written)")
     p.add_argument("--n-instance", type=_positive, default=80, metavar="N", help="sessions per task (instance)")
     p.add_argument("--sample-rate", type=_positive, default=20, metavar="N",
                    help="CORe50 frame step (frames 10, 10+N, ... < 300)")
-    p.add_argument("--test-sess", type=int, nargs="+", default=[3, 7, 10], metavar="S", help="test sessions")
+    p.add_argument("--test-sess", type=int, nargs="+", metavar="S",
+                   help="test sessions; default: the layout's (" + ", ".join(
+                       f"{lay.name} {list(lay.default_test_sess)}" for lay in layouts.LAYOUTS.values()
+                       if lay.default_test_sess) + "), required for the others")
     p.add_argument("--frames-per-session", type=_positive, metavar="N",
-                   help="instance scenario: frames per session; default: CORe50 300/sample-rate, Toybox/iLab 15")
+                   help="instance scenario: frames per session; default: the layout's (CORe50 300/sample-rate, "
+                   "Toybox/iLab 15)")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    kind = args.kind or args.dataset
-    if kind not in fl.KINDS:
-        parser.error(f"--kind is needed: dataset {args.dataset!r} is not one of {list(fl.KINDS)}")
+    try:
+        layout = layouts.get(args.layout or args.dataset)
+    except InputError:
+        parser.error(f"--layout is needed: dataset {args.dataset!r} is not a layout name ({layouts.names()})")
+    if args.scenario not in layout.scenarios:
+        parser.error(f"scenario {args.scenario} is not possible with layout {layout.name} "
+                     f"(possible: {list(layout.scenarios)})")
+    test_sess = args.test_sess
+    if test_sess is None:
+        if layout.default_test_sess is None:
+            parser.error(f"--test-sess is needed for layout {layout.name}")
+        test_sess = list(layout.default_test_sess)
     if args.offline and args.mode not in (None, "offline"):
         parser.error(f"--offline contradicts --mode {args.mode}")
     mode = "offline" if args.offline else (args.mode or "stream")
@@ -88,9 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         check_outputs(folders, inputs=[args.dirmap], stage=fl.STAGE, kind="dir")
         fps = None
         if args.scenario == "instance":
-            fps = fl.default_frames_per_session(kind, args.sample_rate, args.frames_per_session)
+            fps = fl.default_frames_per_session(layout, args.sample_rate, args.frames_per_session)
         dirmap = fl.read_dirmap(args.dirmap)
-        train, test = fl.train_test_split(dirmap, kind, args.test_sess, args.sample_rate, source=args.dirmap)
+        train, test = fl.train_test_split(dirmap, layout, test_sess, args.sample_rate, source=args.dirmap)
+        fl.check_task_arguments(dirmap, train, args.scenario, args.n_class, args.dataset_classes,
+                                args.uneven_last_task, source=args.dirmap)
         fl.write_filelists(
             args.out, args.dataset, train, test, args.scenario, runs, modes, args.fidelity,
             task_size_iid=args.task_size_iid, n_class=args.n_class, n_instance=args.n_instance,

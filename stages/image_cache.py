@@ -3,7 +3,7 @@
 Writes ``<out-prefix>.u8`` (N x size x size x 3) and ``<out-prefix>.json`` (shape, size, ordered im_paths); see
 :mod:`augmem.data.image_cache`. Example (the demo's CORe50 at 64 x 64):
 
-    python -m stages.image_cache --kind core50 --dirmap data/interim/core50_demo/dirmap_raw.csv \\
+    python -m stages.image_cache --layout core50 --dirmap data/interim/core50_demo/dirmap_raw.csv \\
         --image-root data/raw/core50_demo/core50_128x128 --size 64 --sample-rate 60 \\
         --out-prefix data/interim/core50_demo/cache/images_64
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from augmem.data.filelists import KINDS
+from augmem.data import layouts
 from augmem.data.image_cache import build_image_cache, cache_files
 from augmem.io import InputError, check_outputs
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.image_cache", description=__doc__.splitlines()[0],
                                  epilog="\n".join(__doc__.splitlines()[2:]),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kind", required=True, choices=KINDS, help="dataset kind (CORe50 keeps the sampled frames)")
+    layouts.add_layout_option(ap, help="dataset layout (CORe50 keeps the sampled frames)")
     ap.add_argument("--dirmap", required=True, help="the dirmap CSV the task filelists are made from")
     ap.add_argument("--image-root", required=True, help="folder the dirmap's im_path values are relative to")
     ap.add_argument("--size", required=True, type=int, help="image size (the run's image_size)")
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         check_outputs(cache_files(args.out_prefix, ".u8"), inputs=[args.dirmap, args.image_root])
-        build_image_cache(args.dirmap, args.kind, args.image_root, args.size, args.out_prefix,
+        build_image_cache(args.dirmap, args.layout, args.image_root, args.size, args.out_prefix,
                           sample_rate=args.sample_rate, n_threads=args.threads, log=lambda m: print(m, flush=True))
     except InputError as e:
         raise SystemExit(f"error: {e}")

@@ -34,8 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="configuration file merged over <params-dir>/default.yaml, like snakemake --configfile "
                          "(repeatable; hparam_overrides, define_datasets)")
     ap.add_argument("--hparams", default=None,
-                    help='the resolved job as JSON ({"impl", "n_class", "kind", hyperparameters...}, what the '
-                         "workflow passes); validated like the params route")
+                    help='the resolved job as JSON ({"impl", "n_class", "family", "layout", hyperparameters...}, '
+                         'what the workflow passes; "kind" is the old name of "family"); validated like the params '
+                         "route")
     ap.add_argument("--imagenet-weights", default=None, metavar="FILE",
                     help="state-dict file that stands in for weights 'imagenet' (the fetched file; no network)")
     ap.add_argument("--n-workers", type=int, default=None,
@@ -52,9 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def resolve(args) -> tuple[str, int, str, dict]:
-    """(impl, n_class, kind, complete validated hp) from --hparams or from the params folder (+ --config files),
-    through the same resolution and validation as the workflow (augmem.train.hparams)."""
+def resolve(args) -> tuple[str, int, dict, dict]:
+    """(impl, n_class, dataset meta {family, layout}, complete validated hp) from --hparams or from the params folder
+    (+ --config files), through the same resolution and validation as the workflow (augmem.train.hparams)."""
     from augmem.agents import get_agent_class
     from augmem.train.hparams import load_params, resolve_job
 
@@ -67,20 +68,22 @@ def resolve(args) -> tuple[str, int, str, dict]:
             raise InputError('--hparams: expected a JSON object with at least "impl" and "n_class"')
         impl = hp.pop("impl")
         n_class = int(hp.pop("n_class"))
-        kind = hp.pop("kind", args.dataset)
+        family = hp.pop("family") if "family" in hp else hp.pop("kind", args.dataset)
+        hp.pop("kind", None)
+        ds_meta = {"family": family, "layout": hp.pop("layout", None)}
         try:
             cls = get_agent_class(impl)
         except ValueError as exc:
             raise InputError(f"--hparams: {exc}") from None
         full = cls.check_hparams(hp, {k: "--hparams" for k in hp}, agent=f"{args.agent} ({impl})")
-        return impl, n_class, kind, full
+        return impl, n_class, ds_meta, full
     params = load_params(args.params_dir, args.config)
     ds = params["datasets"].get(args.dataset)
     if ds is not None and args.scenario not in (ds.get("scenarios") or []):
         raise InputError(f"dataset {args.dataset}: scenario {args.scenario} is not among its scenarios "
                          f"{ds.get('scenarios')}")
     job = resolve_job(params, args.dataset, args.agent, args.scenario)
-    return job.impl, job.n_class, job.kind, job.hp
+    return job.impl, job.n_class, {"family": job.family, "layout": (ds or {}).get("layout")}, job.hp
 
 
 def one_line(exc: Exception) -> str:
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
     from augmem.train.seeding import seed_everything
 
     try:
-        impl, n_class, kind, hp = resolve(args)
+        impl, n_class, ds_meta, hp = resolve(args)
         # execution-only settings come from the command line on every route (never from the resolved JSON, so that
         # changing them reruns nothing): loader workers, and whether a decoded-image cache is read
         hp = dict(hp, image_cache=args.image_cache is not None)
@@ -141,7 +144,9 @@ def main(argv=None) -> int:
             raise InputError(str(exc)) from None
         agent = cls(n_class, hp, switches, device)
         hp = agent.hp
-        meta = {"dataset": args.dataset, "kind": kind, "scenario": args.scenario, "agent": args.agent,
+        # "kind": the hyperparameter family under its old name (the results' published run filter reads it)
+        meta = {"dataset": args.dataset, "kind": ds_meta["family"], **ds_meta, "scenario": args.scenario,
+                "agent": args.agent,
                 "impl": impl, "run": args.run, "fidelity": args.fidelity, "seed": seed, "n_class": n_class,
                 "device": device, "torch": torch.__version__, "image_size": hp["image_size"]}
         log = lambda m: print(m, flush=True)  # noqa: E731

@@ -159,12 +159,13 @@ def test_cifar100_small(tmp_path):
 
 
 @needs_ref
-def test_cifar100_stage_byte_for_byte(tmp_path):
+@pytest.mark.parametrize("layout", [["--layout", "class_folders"], ["--kind", "cifar100"]])  # --kind: old alias
+def test_cifar100_stage_byte_for_byte(tmp_path, layout):
     ref = pd.read_csv(REF / "cifar100_dirmap.csv", index_col=0)
     root = tmp_path / "cifar"
     touch_all(root, ref["im_path"])
     out, cls = tmp_path / "out" / "cifar100_dirmap.csv", tmp_path / "out" / "cifar100_classes.csv"
-    run = subprocess.run([sys.executable, "-m", "stages.dirmap", "--kind", "cifar100", "--root", str(root),
+    run = subprocess.run([sys.executable, "-m", "stages.dirmap", *layout, "--root", str(root),
                           "--out", str(out), "--classes-out", str(cls)], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert out.read_bytes() == (REF / "cifar100_dirmap.csv").read_bytes()
@@ -189,14 +190,15 @@ def test_read_dirmap_rejects_unsafe_paths(tmp_path):
 
 def test_dirmap_stage_help_and_errors(tmp_path):
     run = subprocess.run([sys.executable, "-m", "stages.dirmap", "--help"], cwd=REPO, capture_output=True, text=True)
-    assert run.returncode == 0 and "--kind" in run.stdout
+    assert run.returncode == 0 and "--layout" in run.stdout and "--kind" in run.stdout
     touch_all(tmp_path / "frames", ["household/cup_01_pivothead/cup_01_pivothead_rxplus_1.png"])
     out = tmp_path / "toybox_dirmap_unbalanced.csv"
-    run = subprocess.run([sys.executable, "-m", "stages.dirmap", "--kind", "toybox", "--root", str(tmp_path / "frames"),
+    run = subprocess.run([sys.executable, "-m", "stages.dirmap", "--layout", "toybox",
+                          "--root", str(tmp_path / "frames"),
                           "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert out.read_text() == (",class,object,session,im_num,im_path\n"
                                "0,1,1,1,1,household/cup_01_pivothead/cup_01_pivothead_rxplus_1.png\n")
-    run = subprocess.run([sys.executable, "-m", "stages.dirmap", "--kind", "core50", "--root", str(tmp_path / "x"),
+    run = subprocess.run([sys.executable, "-m", "stages.dirmap", "--layout", "core50", "--root", str(tmp_path / "x"),
                           "--out", str(tmp_path / "c.csv")], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.startswith("error:") and not (tmp_path / "c.csv").exists()

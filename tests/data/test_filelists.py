@@ -402,8 +402,11 @@ def test_frames_per_session_override(fidelity):
 def test_default_frames_per_session():
     assert fl.default_frames_per_session("core50", 20) == 15
     assert fl.default_frames_per_session("toybox") == 15
-    assert fl.default_frames_per_session("ilab2mlight") == 15
-    with pytest.raises(InputError, match="cifar100"):
+    assert fl.default_frames_per_session("ilab") == 15
+    assert fl.default_frames_per_session("ilab2mlight") == 15  # the old kind name
+    with pytest.raises(InputError, match="class_folders"):
+        fl.default_frames_per_session("class_folders")
+    with pytest.raises(InputError, match="class_folders"):
         fl.default_frames_per_session("cifar100")
 
 
@@ -450,7 +453,7 @@ def test_bad_split_empty():
         fl.train_test_split(dm, "toybox", [9], source="x.csv")
     with pytest.raises(InputError, match="empty training split"):
         fl.train_test_split(dm, "toybox", [1, 2, 3, 4], source="x.csv")
-    with pytest.raises(InputError, match="kind"):
+    with pytest.raises(InputError, match="unknown dataset layout 'mnist'"):
         fl.train_test_split(dm, "mnist", [4])
 
 
@@ -483,9 +486,10 @@ def test_cli_reproduces_reference(tmp_path):
     assert sorted(p.name for p in (tmp_path / "core50_task_filelists/class_iid").iterdir()) == ["run0"]
 
 
-def test_cli_kind_and_n_runs(tmp_path):
+@pytest.mark.parametrize("option", ["--layout", "--kind"])  # --kind: the deprecated alias
+def test_cli_layout_and_n_runs(tmp_path, option):
     csv = _write(tmp_path, _tiny_dirmap(), "toybox_demo_dirmap.csv")
-    proc = _cli("--dataset", "toybox_demo", "--kind", "toybox", "--dirmap", csv, "--scenario", "instance",
+    proc = _cli("--dataset", "toybox_demo", option, "toybox", "--dirmap", csv, "--scenario", "instance",
                 "--n-runs", 2, "--offline", "--fidelity", "corrected", "--out", tmp_path / "out",
                 "--n-instance", 6, "--frames-per-session", 5, "--test-sess", 4)
     assert proc.returncode == 0, proc.stderr
@@ -504,6 +508,8 @@ def test_cli_help_and_errors(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip().startswith("error:") and "d.csv" in proc.stderr and "test split" in proc.stderr
     assert not (tmp_path / "out").exists()
-    proc = _cli(*common[:-2], "--out", tmp_path / "out", "--dirmap", tmp_path / "missing.csv")
+    proc = _cli(*common[:-2], "--out", tmp_path / "out", "--dirmap", tmp_path / "missing.csv", "--test-sess", 4)
     assert proc.returncode != 0 and "missing.csv" in proc.stderr
+    proc = _cli(*common)  # Toybox's test sessions have no default (the old default was CORe50's 3 7 10)
+    assert proc.returncode != 0 and "--test-sess is needed for layout toybox" in proc.stderr
     assert _cli(*common, "--offline", "--mode", "stream").returncode != 0

@@ -87,7 +87,8 @@ def test_configfiles_merge_and_declare_datasets(tmp_path):
     cfg = tmp_path / "mine.yaml"
     cfg.write_text(yaml.safe_dump({
         "hparam_overrides": {"augmem": {"memory_size": 100}},
-        "define_datasets": {"photos": {"kind": "cifar100", "n_class": 10, "scenarios": ["class_iid"],
+        "define_datasets": {"photos": {"layout": "class_folders", "family": "cifar100", "n_class": 10,
+                                       "scenarios": ["class_iid"],
                                        "tasks": {"n_class": 2}, "hp": {"image_size": 64}}},
     }))
     params = load_params(REPO / "params", [cfg])

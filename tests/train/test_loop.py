@@ -412,7 +412,8 @@ def test_stage_corrupt_image_in_worker_is_one_line(tiny_files, tmp_path):
 
 
 def test_stage_with_params_dir(tiny_files, tmp_path):
-    """Without --hparams the stage resolves (impl, hp) from a params folder and n_class/kind from its datasets."""
+    """Without --hparams the stage resolves (impl, hp) from a params folder and n_class/family/layout from its
+    datasets."""
     import yaml
 
     from stages import train as stage
@@ -420,7 +421,7 @@ def test_stage_with_params_dir(tiny_files, tmp_path):
     params = tmp_path / "params"
     params.mkdir()
     (params / "default.yaml").write_text(yaml.safe_dump({}))
-    (params / "datasets.yaml").write_text(yaml.safe_dump({"tiny": {"kind": "tinykind", "n_class": 4, "hp": {
+    (params / "datasets.yaml").write_text(yaml.safe_dump({"tiny": {"layout": "class_folders", "family": "tinyfam", "n_class": 4, "hp": {
         "image_size": 32, "weights": "none", "n_workers": 0}, "scenarios": ["class_iid"]}}))
     (params / "agents.yaml").write_text(yaml.safe_dump({"all_agents": {**HP, "n_epoch_first_task": None},
                                                         "agents": {"lower_bound": {"impl": "NormalNN",
@@ -429,7 +430,8 @@ def test_stage_with_params_dir(tiny_files, tmp_path):
     args = args[: args.index("--hparams")] + ["--params-dir", str(params)]
     assert stage.main(args) == 0
     m = read_metrics(tmp_path / "out")
-    assert m["meta"]["kind"] == "tinykind" and m["hparams"]["lr"] == 0.005 and m["meta"]["impl"] == "NormalNN"
+    assert m["meta"]["kind"] == m["meta"]["family"] == "tinyfam" and m["meta"]["layout"] == "class_folders"
+    assert m["hparams"]["lr"] == 0.005 and m["meta"]["impl"] == "NormalNN"
     bad = args[: args.index("--agent") + 1] + ["nope"] + args[args.index("--agent") + 2:]
     with pytest.raises(SystemExit, match=r"^error: .*unknown agent 'nope'"):
         stage.main(bad)

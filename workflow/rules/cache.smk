@@ -20,15 +20,16 @@ rule image_cache:
     input:
         dirmap=lambda w: final_dirmap(w.dataset),
         images=lambda w: image_root_input(w.dataset),
+        stats="data/interim/{dataset}/dirmap_stats.json",  # the checked statistics (and n_class) gate the cache
     output:
         data="data/interim/{dataset}/cache/images_{size}.u8",
         meta="data/interim/{dataset}/cache/images_{size}.json",
     wildcard_constraints:
         size=r"\d+",
     params:
-        kind=lambda w: kind(w.dataset),
+        layout=lambda w: layout(w.dataset).name,
         image_root=lambda w: image_root(w.dataset),
-        sample_rate=lambda w: DATASETS[w.dataset]["tasks"].get("sample_rate", 20),
+        sample_rate=lambda w: (DATASETS[w.dataset].get("tasks") or {}).get("sample_rate", 20),
         prefix=lambda w, output: output.meta.removesuffix(".json"),
     threads: 4
     resources:
@@ -39,7 +40,7 @@ rule image_cache:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.image_cache --kind {params.kind:q} --dirmap {input.dirmap:q}"
+        "python -m stages.image_cache --layout {params.layout:q} --dirmap {input.dirmap:q}"
         " --image-root {params.image_root:q} --size {wildcards.size:q} --sample-rate {params.sample_rate:q}"
         " --threads {threads} --out-prefix {params.prefix:q} > {log:q} 2>&1"
 

@@ -7,28 +7,34 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from augmem.data import layouts
 from augmem.io import InputError
 from augmem.models.backbones import imagenet_weights_file
-from augmem.train.hparams import resolve_job
+from augmem.train.hparams import merged_datasets, resolve_job
 
 validate(config, "../schemas/config.schema.yaml")
 
 with open("params/datasets.yaml") as _fh:
-    DATASETS = yaml.safe_load(_fh)
+    _PARAMS_DATASETS = yaml.safe_load(_fh)
+# a config file may declare its own datasets (or change those of params/datasets.yaml), entry by entry
+DATASETS = merged_datasets(_PARAMS_DATASETS, config)
+for _name, _entry in DATASETS.items():
+    if isinstance(_entry, dict) and "kind" in _entry:
+        raise WorkflowError(layouts.dataset_problems(_name, _entry, [])[0])
 validate(DATASETS, "../schemas/datasets.schema.yaml")
 with open("params/agents.yaml") as _fh:
     AGENTS_PARAMS = yaml.safe_load(_fh)
 validate(AGENTS_PARAMS, "../schemas/agents.schema.yaml")
 
 PARAMS = {"default": config, "datasets": DATASETS, "agents": AGENTS_PARAMS}
-SCENARIOS = ["iid", "class_iid", "instance", "class_instance"]
+SCENARIOS = list(layouts.SCENARIOS)
 
 
 def _check_names():
     for ds in config["datasets"] + config["train"]["datasets"]:
         if ds not in DATASETS:
-            raise WorkflowError(f"config: dataset {ds!r} is not defined in params/datasets.yaml "
-                                f"(defined: {sorted(DATASETS)})")
+            raise WorkflowError(f"config: dataset {ds!r} is not defined in params/datasets.yaml or the config's "
+                                f"define_datasets (defined: {sorted(DATASETS)})")
     for agent in config["train"]["agents"]:
         if agent not in AGENTS_PARAMS["agents"]:
             raise WorkflowError(f"config: agent {agent!r} is not defined in params/agents.yaml "
@@ -38,8 +44,9 @@ def _check_names():
 _check_names()
 
 
-def kind(ds):
-    return DATASETS[ds]["kind"]
+def layout(ds):
+    """The dataset's layout record (augmem.data.layouts): reader, image root, preparation steps, task arguments."""
+    return layouts.get(DATASETS[ds]["layout"])
 
 
 def _alternatives(names):
@@ -48,8 +55,9 @@ def _alternatives(names):
     return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
 
 
-def datasets_of_kind(*kinds):
-    return [d for d in DATASETS if DATASETS[d]["kind"] in kinds]
+def datasets_where(test):
+    """The datasets whose layout passes ``test`` (a function of the layout record)."""
+    return [d for d in DATASETS if test(layout(d))]
 
 
 wildcard_constraints:
@@ -67,24 +75,22 @@ def raw_root(ds):
     try:
         return config["roots"][ds]
     except KeyError:
-        raise WorkflowError(f"config: no raw-data root for dataset {ds!r}: set roots.{ds} in params/default.yaml")
+        raise WorkflowError(f"config: no raw-data root for dataset {ds!r}: set roots.{ds} in params/default.yaml "
+                            "or your config file")
+
+
+def interim_dir(ds):
+    return f"data/interim/{ds}"
 
 
 def image_root(ds):
     """The folder the task filelists' paths are relative to (the original DATAROOT of each dataset)."""
-    k = kind(ds)
-    if k == "core50":
-        return f"{raw_root(ds)}/core50_128x128"
-    if k == "toybox":
-        return f"data/interim/{ds}/frames"
-    if k == "ilab2mlight":
-        return f"data/interim/{ds}/images"
-    return raw_root(ds)
+    return layout(ds).image_root(raw_root(ds), interim_dir(ds))
 
 
 def image_root_input(ds):
-    """What a training job depends on for its images: the raw root for core50/cifar100, or a produced folder."""
-    return raw_root(ds) if kind(ds) in ("core50", "cifar100") else image_root(ds)
+    """What a training job depends on for its images: the raw root (images in the raw tree) or a produced folder."""
+    return layout(ds).image_root_input(raw_root(ds), interim_dir(ds))
 
 
 def scenarios_for(ds, wanted):
@@ -141,32 +147,37 @@ def all_outputs():
 
 
 def _dirmap_inputs(w):
-    """The folder a dirmap indexes (Toybox: the extracted frames) and, for Toybox, the maps it reads."""
-    if kind(w.dataset) == "toybox":
-        return {"src": f"data/interim/{w.dataset}/frames", "classes": "params/toybox_classes.csv",
-                "sessions": "params/toybox_sessions.csv"}
-    return {"src": raw_root(w.dataset)}
+    """The folder a dirmap indexes (Toybox: the extracted frames) and the tables its layout's reader needs."""
+    lay = layout(w.dataset)
+    return {"src": lay.dirmap_source(raw_root(w.dataset), interim_dir(w.dataset)),
+            **{m.name: m.rule_input for m in lay.dirmap_maps}}
 
 
 def final_dirmap(ds):
-    """The dirmap that task set-up reads: balanced (Toybox), distributed (iLab) or raw (CORe50, CIFAR-100)."""
-    k = kind(ds)
-    if k == "toybox":
-        return f"data/interim/{ds}/dirmap_balanced.csv"
-    if k == "ilab2mlight":
-        return f"data/interim/{ds}/dirmap_distributed.csv"
-    return f"data/interim/{ds}/dirmap_raw.csv"
+    """The dirmap that task set-up reads: balanced (Toybox), distributed (iLab) or raw (CORe50, class folders)."""
+    return f"{interim_dir(ds)}/{layout(ds).final_dirmap}"
 
 
 def _filelist_args(w):
-    t = DATASETS[w.dataset]["tasks"]
-    args = ["--task-size-iid", t["task_size_iid"], "--n-class", t["n_class"], "--n-instance", t["n_instance"],
-            "--test-sess", *t["test_sess"]]
-    if "sample_rate" in t:
-        args += ["--sample-rate", t["sample_rate"]]
-    if "frames_per_session" in t:
-        args += ["--frames-per-session", t["frames_per_session"]]
-    return [str(a) for a in args]
+    """The task set-up arguments the scenario reads, the test sessions, the layout's own and the dataset's n_class."""
+    return layouts.filelist_args(DATASETS[w.dataset], w.scenario)
+
+
+def _check_datasets():
+    """Every dataset in use has the keys its layout and the scenarios it is used in need (one error listing all)."""
+    problems = []
+    for ds in dict.fromkeys(config["datasets"] + config["train"]["datasets"]):
+        used = scenarios_for(ds, config["scenarios"] if ds in config["datasets"] else [])
+        used += [s for s in scenarios_for(ds, config["train"]["scenarios"] if ds in config["train"]["datasets"]
+                                          else []) if s not in used]
+        problems += layouts.dataset_problems(ds, DATASETS[ds], used)
+        if DATASETS[ds].get("demo") and layout(ds).demo is None:
+            problems.append(f"dataset {ds}: layout {layout(ds).name} has no demo generator")
+    if problems:
+        raise WorkflowError("datasets:\n  " + "\n  ".join(problems))
+
+
+_check_datasets()
 
 
 def _resolve_all_jobs():
@@ -201,7 +212,8 @@ def job_config(w):
     hyperparameter except the execution-only ones (`--n-workers`, `--image-cache`), so changing those reruns nothing."""
     job = JOB_HPARAMS[w.dataset, w.scenario, w.agent]
     hp = {k: v for k, v in job.hp.items() if k not in EXECUTION_ONLY}
-    return json.dumps({"impl": job.impl, "kind": job.kind, "n_class": job.n_class, **hp}, sort_keys=True)
+    return json.dumps({"impl": job.impl, "family": job.family, "layout": DATASETS[w.dataset]["layout"],
+                       "n_class": job.n_class, **hp}, sort_keys=True)
 
 
 def job_n_workers(w):

@@ -2,13 +2,13 @@
 
 
 rule demo_data:
-    """Generate a demo dataset's raw files (videos, images) in the real layout of its kind."""
+    """Generate a demo dataset's raw files (videos, images) in the real on-disk layout of its `layout`."""
     output:
         directory("data/raw/{dataset}"),
     wildcard_constraints:
         dataset=_alternatives(d for d in DATASETS if DATASETS[d].get("demo")),
     params:
-        kind=lambda w: kind(w.dataset),
+        maker=lambda w: layout(w.dataset).demo,  # stages.demo_data's --kind: the demo generator of the layout
         seed=config["demo"]["seed"],
     threads: 2
     log:
@@ -16,7 +16,7 @@ rule demo_data:
     conda:
         "../envs/augmem.yaml"
     shell:
-        "python -m stages.demo_data --kind {params.kind:q} --out {output:q} --seed {params.seed:q} --jobs {threads}"
+        "python -m stages.demo_data --kind {params.maker:q} --out {output:q} --seed {params.seed:q} --jobs {threads}"
         " > {log:q} 2>&1"
 
 

@@ -1,15 +1,16 @@
-# iLab-2M-Light: from one massed folder to <class>/obj_<o>/sess_<s>/ (spec 2.5), with hard links where possible.
+# Layouts whose balanced images are re-distributed (iLab-2M-Light): from one massed folder to
+# <class>/obj_<o>/sess_<s>/ (spec 2.5), with hard links where possible.
 
 
 rule distribute_ilab:
     input:
-        dirmap="data/interim/{dataset}/dirmap_massed.csv",
+        dirmap=lambda w: f"data/interim/{w.dataset}/{layouts.BALANCING[layout(w.dataset).balance].output}",
         src=lambda w: raw_root(w.dataset),
     output:
         images=directory("data/interim/{dataset}/images"),
         dirmap="data/interim/{dataset}/dirmap_distributed.csv",
     wildcard_constraints:
-        dataset=_alternatives(datasets_of_kind("ilab2mlight")),
+        dataset=_alternatives(datasets_where(lambda lay: lay.distribute)),
     params:
         fps=lambda w: DATASETS[w.dataset]["balance"]["frames_per_session"],
     log:

@@ -1,14 +1,14 @@
-# Toybox: one frame per second of every video, resized (spec 2.1).
+# Layouts of videos (Toybox): one frame per second of every video, resized (spec 2.1).
 
 
 rule extract_frames:
-    """Extract Toybox video frames with ffmpeg (parallel across videos)."""
+    """Extract video frames with ffmpeg (parallel across videos)."""
     input:
         lambda w: raw_root(w.dataset),
     output:
         directory("data/interim/{dataset}/frames"),
     wildcard_constraints:
-        dataset=_alternatives(datasets_of_kind("toybox")),
+        dataset=_alternatives(datasets_where(lambda lay: lay.frames)),
     params:
         fps=lambda w: DATASETS[w.dataset]["frames"]["fps"],
         size=lambda w: DATASETS[w.dataset]["frames"]["size"],

@@ -209,9 +209,10 @@ def ilab2mlight_dirmap(root: str | os.PathLike) -> pd.DataFrame:
     return reindex_ilab(pd.DataFrame(rows))
 
 
-# ---------------------------------------------------------------------------------------------------- CIFAR-100
-def cifar100_dirmap(root: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """CIFAR-100 dirmap and class table from the cifar2png layout ``<root>/{train,test}/<class>/*.png`` (spec 2.7).
+# ------------------------------------------------------------------------------------------ class folders (CIFAR-100)
+def class_folders_dirmap(root: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Dirmap and class table of a class-folder tree ``<root>/{train,test}/<class>/*.png`` (layout ``class_folders``:
+    the cifar2png layout of CIFAR-100, spec 2.7, or any user's own tree with any number of classes).
 
     Returns (dirmap with columns class, object, session, im_path, im_num; classes with columns class, label).
     session 0 = train, 1 = test; object = 0; sorted by class, object, session, im_path; im_num = 1-based count
@@ -220,7 +221,8 @@ def cifar100_dirmap(root: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame
     root = Path(root)
     train = root / "train"
     if not train.is_dir():
-        raise InputError(f"{train}: CIFAR-100 train folder not found")
+        raise InputError(f"{train}: train folder of the class-folder tree not found "
+                         "(expected <root>/train/<class>/*.png and <root>/test/<class>/*.png)")
     names = sorted(p.name for p in train.iterdir() if p.is_dir())
     if not names:
         raise InputError(f"{train}: no class folders found")
@@ -229,12 +231,17 @@ def cifar100_dirmap(root: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame
     for session, split in enumerate(["train", "test"]):
         split_dir = root / split
         if not split_dir.is_dir():
-            raise InputError(f"{split_dir}: CIFAR-100 {split} folder not found")
+            raise InputError(f"{split_dir}: {split} folder of the class-folder tree not found")
         for f in sorted(split_dir.glob("*/*.png")):
             if f.parent.name not in names:
                 raise InputError(f"{f}: class {f.parent.name!r} has no folder under {train}")
             rows.append((f.parent.name, 0, session, f"{split}/{f.parent.name}/{f.name}"))
+    if not rows:
+        raise InputError(f"{root}: no PNG images found under train/<class>/ and test/<class>/")
     df = _sort(pd.DataFrame(rows, columns=["class", "object", "session", "im_path"]),
                ["class", "object", "session", "im_path"])
     df["im_num"] = df.groupby(["class", "object", "session"]).cumcount() + 1
     return df, classes
+
+
+cifar100_dirmap = class_folders_dirmap  # the CIFAR-100 name of the same reader

@@ -22,19 +22,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from augmem.data import layouts
 from augmem.data.fidelity import DataSwitches, data_switches
+from augmem.data.layouts import CORE50_FIRST_FRAME, CORE50_FRAMES, SCENARIOS  # noqa: F401 (re-exported)
+from augmem.data.stats import check_dataset_classes
 from augmem.io import InputError, atomic_path, check_outputs, read_csv_checked
 
 REQUIRED_COLUMNS = ["class", "object", "session", "im_num", "im_path"]
-SCENARIOS = ("iid", "class_iid", "instance", "class_instance")
-KINDS = ("core50", "toybox", "ilab2mlight", "cifar100")
 STAGE = "filelists"  # the name in each run folder's output marker (augmem.io.MARKER)
-
-# CORe50: keep frames first_frame, first_frame + sample_rate, ... below 300 (frames before 10 are sometimes missing).
-CORE50_FIRST_FRAME = 10
-CORE50_FRAMES = 300
-# Toybox and iLab sessions hold 15 frames each after balancing (spec 2.2, 2.4).
-FRAMES_PER_SESSION = {"toybox": 15, "ilab2mlight": 15}
 
 _WHITESPACE = re.compile(r"\s")
 
@@ -140,19 +135,15 @@ def original_column_names(path: str | os.PathLike) -> list[str] | None:
 
 
 def train_test_split(
-    dirmap: pd.DataFrame, kind: str, test_sess: Iterable[int], sample_rate: int = 20, source: str = "dirmap"
+    dirmap: pd.DataFrame, layout: str, test_sess: Iterable[int], sample_rate: int = 20, source: str = "dirmap"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a dirmap into (train, test) by session, both in dirmap order with a fresh index (spec 3.1).
 
-    CORe50 keeps only frames ``arange(10, 300, sample_rate)`` (10, 30, ..., 290 for the default 20).
+    ``layout`` is a name of :mod:`augmem.data.layouts` (or an old kind name). The CORe50 layout keeps only frames
+    ``arange(10, 300, sample_rate)`` (10, 30, ..., 290 for the default 20).
     """
-    if kind not in KINDS:
-        raise InputError(f"unknown dataset kind {kind!r}; expected one of {list(KINDS)}")
-    if int(sample_rate) < 1:
-        raise InputError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    dirmap = layouts.get(layout).select_frames(dirmap, sample_rate)
     test_sess = list(test_sess)
-    if kind == "core50":
-        dirmap = dirmap[dirmap["im_num"].isin(np.arange(CORE50_FIRST_FRAME, CORE50_FRAMES, int(sample_rate)))]
     in_test = dirmap["session"].isin(test_sess)
     train = dirmap[~in_test].reset_index(drop=True)
     test = dirmap[in_test].reset_index(drop=True)
@@ -168,20 +159,54 @@ def train_test_split(
     return train, test
 
 
-def default_frames_per_session(kind: str, sample_rate: int = 20, override: int | None = None) -> float:
-    """Frames per session used by the instance scenario: CORe50 300/sample_rate, Toybox/iLab 15, or ``override``."""
+def default_frames_per_session(layout: str, sample_rate: int = 20, override: int | None = None) -> float:
+    """Frames per session used by the instance scenario: ``override``, else the layout's (CORe50 300/sample_rate,
+    the original's float; Toybox/iLab 15 after balancing, spec 2.2, 2.4)."""
     if override is not None:
         if int(override) < 1:
             raise InputError(f"frames_per_session must be a positive integer, got {override!r}")
         return int(override)
-    if kind == "core50":
-        return CORE50_FRAMES / sample_rate  # the original's formula (a float: 15.0 for sample_rate 20)
-    if kind in FRAMES_PER_SESSION:
-        return FRAMES_PER_SESSION[kind]
-    raise InputError(
-        f"the instance scenario needs the frames per session, unknown for dataset kind {kind!r}; "
-        "give frames_per_session explicitly"
-    )
+    lay = layouts.get(layout)
+    fps = lay.default_frames_per_session(sample_rate)
+    if fps is None:
+        raise InputError(
+            f"the instance scenario needs the frames per session, unknown for dataset layout {lay.name!r}; "
+            "give frames_per_session explicitly"
+        )
+    return fps
+
+
+def check_task_arguments(
+    dirmap: pd.DataFrame,
+    train: pd.DataFrame,
+    scenario: str,
+    n_class: int,
+    dataset_classes: int | None = None,
+    uneven_last_task: bool = False,
+    source: str = "dirmap",
+) -> None:
+    """Fail before any file is written when the task arguments do not fit the data (InputError naming ``source``
+    and the numbers):
+
+    * ``dataset_classes`` (the dataset's ``n_class``: the network's outputs) must equal the number of classes in
+      the dirmap (more classes: labels out of range in training; fewer: another dataset's numbers);
+    * in the class scenarios, ``n_class`` classes per task must divide the classes of the training split, unless
+      ``uneven_last_task`` (then the last task holds the remainder).
+    """
+    if dataset_classes is not None:
+        check_dataset_classes(dirmap, dataset_classes, source)
+    if scenario in layouts.CLASS_SCENARIOS and not uneven_last_task:
+        n_train = len(pd.unique(train["class"]))
+        per_task = int(n_class)
+        if n_train % per_task:
+            divisors = [d for d in range(1, n_train + 1) if n_train % d == 0]
+            last = n_train % per_task
+            raise InputError(
+                f"{source}: {scenario}: {per_task} classes per task (tasks.n_class, --n-class) do not divide the "
+                f"{n_train} classes of the training split: the last of {math.ceil(n_train / per_task)} tasks would "
+                f"hold {last} class{'es' if last != 1 else ''}; choose one of {divisors}, or allow it explicitly "
+                f"with tasks.uneven_last_task: true (--uneven-last-task)"
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------------

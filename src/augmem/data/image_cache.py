@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 from augmem.data.datasets import IMAGENET_MEAN, IMAGENET_STD, _read_lines, open_rgb, study_transform
-from augmem.data.filelists import CORE50_FIRST_FRAME, CORE50_FRAMES, KINDS, read_dirmap
+from augmem.data import layouts
+from augmem.data.filelists import read_dirmap
 from augmem.io import InputError, atomic_path, check_outputs, write_json
 
 FORMAT = "augmem-image-cache"
@@ -34,18 +35,14 @@ def cache_files(prefix: str | os.PathLike, data_suffix: str) -> tuple[Path, Path
     return Path(prefix + data_suffix), Path(prefix + ".json")
 
 
-def cached_im_paths(dirmap: pd.DataFrame, kind: str, sample_rate: int = 20) -> list[str]:
+def cached_im_paths(dirmap: pd.DataFrame, layout: str, sample_rate: int = 20) -> list[str]:
     """The ``im_path`` values the task set-up can use, in dirmap order without repeats.
 
-    CORe50 keeps the frames ``arange(10, 300, sample_rate)`` that :func:`augmem.data.filelists.train_test_split`
-    keeps (training and test sessions alike); the other kinds use every dirmap row.
+    The rows the layout's task set-up keeps (:meth:`augmem.data.layouts.Layout.select_frames`, as
+    :func:`augmem.data.filelists.train_test_split`, training and test sessions alike): CORe50 the frames
+    ``arange(10, 300, sample_rate)``, the other layouts every dirmap row.
     """
-    if kind not in KINDS:
-        raise InputError(f"unknown dataset kind {kind!r}; expected one of {list(KINDS)}")
-    if int(sample_rate) < 1:
-        raise InputError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-    if kind == "core50":
-        dirmap = dirmap[dirmap["im_num"].isin(np.arange(CORE50_FIRST_FRAME, CORE50_FRAMES, int(sample_rate)))]
+    dirmap = layouts.get(layout).select_frames(dirmap, sample_rate)
     return list(dict.fromkeys(dirmap["im_path"].astype(str).tolist()))
 
 
@@ -58,7 +55,7 @@ def decode_image(path: str | os.PathLike, size: int, resize=None) -> np.ndarray:
     return arr
 
 
-def build_image_cache(dirmap_csv: str | os.PathLike, kind: str, image_root: str | os.PathLike, size: int,
+def build_image_cache(dirmap_csv: str | os.PathLike, layout: str, image_root: str | os.PathLike, size: int,
                       out_prefix: str | os.PathLike, sample_rate: int = 20, n_threads: int | None = None,
                       log=print) -> dict:
     """Decode every usable image of a dirmap into ``<out_prefix>.u8`` + ``<out_prefix>.json``; returns the JSON dict.
@@ -76,9 +73,11 @@ def build_image_cache(dirmap_csv: str | os.PathLike, kind: str, image_root: str 
     check_outputs([data_path, json_path], inputs=inputs)
     if not image_root.is_dir():
         raise InputError(f"{image_root}: image root folder not found")
-    paths = cached_im_paths(read_dirmap(dirmap_csv), kind, sample_rate)
+    lay = layouts.get(layout)
+    paths = cached_im_paths(read_dirmap(dirmap_csv), lay, sample_rate)
     if not paths:
-        raise InputError(f"{dirmap_csv}: no image of the task set-up to cache (kind {kind}, sample_rate {sample_rate})")
+        raise InputError(f"{dirmap_csv}: no image of the task set-up to cache (layout {lay.name}, "
+                         f"sample_rate {sample_rate})")
     shape = (len(paths), size, size, 3)
     resize = study_transform(size).transforms[0]
     n_threads = max(1, int(n_threads or os.cpu_count() or 1))
@@ -95,7 +94,7 @@ def build_image_cache(dirmap_csv: str | os.PathLike, kind: str, image_root: str 
         arr.flush()
         del arr
     meta = {"format": FORMAT, "version": VERSION, "shape": list(shape), "dtype": "uint8", "size": size,
-            "kind": kind, "sample_rate": int(sample_rate) if kind == "core50" else None,
+            "layout": lay.name, "sample_rate": int(sample_rate) if lay.sample_rate else None,
             "resize": "PIL bilinear to size x size of the RGB image (study_transform)",
             "dirmap": str(dirmap_csv), "image_root": str(image_root), "n_images": len(paths), "im_paths": paths}
     write_json(json_path, meta)

@@ -74,3 +74,19 @@ def check_stats(stats: dict, expected: dict) -> None:
             problems.append(f"{key}: expected {float(want):g}, got {got}")
     if problems:
         raise InputError("dirmap statistics differ from the expected values: " + "; ".join(problems))
+
+
+def check_dataset_classes(dirmap: pd.DataFrame, n_class: int, source: str = "dirmap") -> None:
+    """InputError naming ``source`` and both numbers unless the dirmap holds exactly ``n_class`` classes (the
+    dataset's ``n_class``: the network's outputs). More classes would give labels out of range when training
+    starts; fewer are another dataset's numbers (e.g. CIFAR-100's 100 on a 10-class tree)."""
+    found = pd.unique(dirmap["class"])
+    n_class = int(n_class)
+    if len(found) == n_class:
+        return
+    shown = sorted(found.tolist(), key=str)
+    shown = f" {shown}" if len(shown) <= 20 else ""
+    why = ("the network would have too few outputs for its labels" if len(found) > n_class
+           else "the numbers of another dataset?")
+    raise InputError(f"{source}: the dirmap holds {len(found)} classes{shown}, but the dataset's n_class is {n_class} "
+                     f"({why}); set n_class: {len(found)} in the dataset entry")

@@ -4,12 +4,13 @@ Snakemake (workflow/rules/common.smk), ``dvc repro`` and the command line (``pyt
 ``--hparams``) all call :func:`resolve_job` on the same parameter files and the same merged configuration, so one
 job gets the same hyperparameters, byte for byte, whichever way it runs (tested).
 
-Layers for one job (dataset D of kind K, scenario S, agent A); later wins:
+Layers for one job (dataset D of hyperparameter family F, scenario S, agent A); later wins:
 
 1. the agent's declared defaults (its ``HP`` dataclass: the original CLI's defaults, spec 5.4);
 2. ``params/agents.yaml`` ``all_agents``: what every published run script passes (spec 8), for each agent that
    declares the key;
-3. ``agents.A.hp``, then ``agents.A.overrides`` matching (kind, scenario, dataset) in order;
+3. ``agents.A.hp``, then ``agents.A.overrides`` matching (family, scenario, dataset) in order (a dataset without a
+   ``family`` matches no family rule: only the agents' own values);
 4. the dataset entry's ``hp`` (for each agent that declares the key), then its ``agent_hp.A``;
 5. the configuration's ``hparam_overrides.all`` (for each agent that declares the key), then ``hparam_overrides.A``.
 
@@ -86,12 +87,12 @@ class JobHParams:
     hp: dict[str, Any]  # complete (every declared key), validated, normalised
     sources: dict[str, str]
     dataset: str
-    kind: str  # the dataset's hyperparameter family (its `kind`)
+    family: str | None  # the dataset's hyperparameter family (None: no published per-dataset values)
     n_class: int
 
 
-def _matches(rule: Mapping, kind: str, scenario: str, dataset: str) -> bool:
-    return (rule.get("kind", kind) == kind and rule.get("scenario", scenario) == scenario
+def _matches(rule: Mapping, family: str | None, scenario: str, dataset: str) -> bool:
+    return (rule.get("family", family) == family and rule.get("scenario", scenario) == scenario
             and rule.get("dataset", dataset) == dataset)
 
 
@@ -123,6 +124,9 @@ def resolve_job(params: Mapping[str, Any], dataset: str, agent: str, scenario: s
         raise InputError(f"unknown dataset {dataset!r}{closest(dataset, datasets)} (params/datasets.yaml and the "
                          f"configuration's define_datasets define {sorted(datasets)})")
     ds = datasets[dataset]
+    if "kind" in ds:
+        raise InputError(f"datasets: {dataset}: `kind` was replaced by `layout` (on-disk layout) and `family` "
+                         "(whose published hyperparameters apply; absent = the agents' own values)")
     spec = agents[agent]
     try:
         cls = get_agent_class(spec["impl"])
@@ -152,7 +156,7 @@ def resolve_job(params: Mapping[str, Any], dataset: str, agent: str, scenario: s
     layer(params["agents"].get("all_agents"), "params/agents.yaml: all_agents", shared=True)
     layer(spec.get("hp"), f"params/agents.yaml: agents.{agent}.hp", shared=False)
     for i, rule in enumerate(spec.get("overrides") or []):
-        if _matches(rule, ds.get("kind"), scenario, dataset):
+        if _matches(rule, ds.get("family"), scenario, dataset):
             layer(rule.get("hp"), f"params/agents.yaml: agents.{agent}.overrides[{i}]", shared=False)
     layer(ds.get("hp"), f"datasets: {dataset}.hp", shared=True)
     layer((ds.get("agent_hp") or {}).get(agent), f"datasets: {dataset}.agent_hp.{agent}", shared=False)
@@ -169,7 +173,8 @@ def resolve_job(params: Mapping[str, Any], dataset: str, agent: str, scenario: s
         n_class = int(ds["n_class"])
     except (KeyError, TypeError, ValueError):
         raise InputError(f"datasets: {dataset}: n_class is missing or not an integer") from None
-    return JobHParams(agent, spec["impl"], full, sources, dataset, str(ds.get("kind")), n_class)
+    family = ds.get("family")
+    return JobHParams(agent, spec["impl"], full, sources, dataset, None if family is None else str(family), n_class)
 
 
 def resolve_hparams(params: Mapping[str, Any], dataset: str, agent: str, scenario: str,
