@@ -43,7 +43,10 @@ def prepare(ds: str, spec: dict, root: Path, jobs: int) -> dict[str, float]:
     from stages import (demo_data, dirmap, dirmap_stats, distribute, extract_frames, filelists, image_cache,
                         sample)
 
-    kind = spec["kind"]
+    from augmem.data import layouts
+
+    # the layout's demo generator; its name is also the old kind name the stages still accept (--kind)
+    kind = layouts.get(spec["layout"]).demo
     raw, interim = root / "raw" / ds, root / "interim" / ds
     interim.mkdir(parents=True, exist_ok=True)
     sec = {"demo_data": timed(demo_data.main, ["--kind", kind, "--out", str(raw), "--seed", "0",
