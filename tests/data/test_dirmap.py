@@ -159,7 +159,7 @@ def test_cifar100_small(tmp_path):
 
 
 @needs_ref
-@pytest.mark.parametrize("layout", [["--layout", "class_folders"], ["--kind", "cifar100"]])  # --kind: old alias
+@pytest.mark.parametrize("layout", [["--layout", "class_folders"], ["--kind", "cifar100"]])  # --kind: alias
 def test_cifar100_stage_byte_for_byte(tmp_path, layout):
     ref = pd.read_csv(REF / "cifar100_dirmap.csv", index_col=0)
     root = tmp_path / "cifar"

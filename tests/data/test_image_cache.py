@@ -151,9 +151,9 @@ def test_stage_cli(tiny_cache, tmp_path):
     assert res.returncode == 0 and "--out-prefix" in res.stdout and "--sample-rate" in res.stdout
     from stages import image_cache as stage
 
-    assert stage.main(["--kind", "toybox", "--dirmap", str(dirmap), "--image-root", str(image_root), "--size", "8",
+    assert stage.main(["--layout", "toybox", "--dirmap", str(dirmap), "--image-root", str(image_root), "--size", "8",
                        "--out-prefix", str(tmp_path / "s" / "images_8"), "--threads", "2"]) == 0
     assert json.loads((tmp_path / "s" / "images_8.json").read_text())["shape"] == [72, 8, 8, 3]
     with pytest.raises(SystemExit, match=r"^error: .*nowhere: image root folder not found"):
-        stage.main(["--kind", "toybox", "--dirmap", str(dirmap), "--image-root", str(tmp_path / "nowhere"),
+        stage.main(["--layout", "toybox", "--dirmap", str(dirmap), "--image-root", str(tmp_path / "nowhere"),
                     "--size", "8", "--out-prefix", str(tmp_path / "s" / "x")])

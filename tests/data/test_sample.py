@@ -114,8 +114,8 @@ def test_toybox_pipeline_reproduces_published_dirmap(tmp_path):
                 for k in range(1, n + 1):
                     (folder / f"{prefix}_{t}_{k}.png").touch()
     unbalanced, balanced = tmp_path / "toybox_dirmap_unbalanced.csv", tmp_path / "toybox_dirmap.csv"
-    for args in (["stages.dirmap", "--kind", "toybox", "--root", str(frames), "--out", str(unbalanced)],
-                 ["stages.sample", "--kind", "toybox", "--dirmap", str(unbalanced), "--out", str(balanced),
+    for args in (["stages.dirmap", "--layout", "toybox", "--root", str(frames), "--out", str(unbalanced)],
+                 ["stages.sample", "--layout", "toybox", "--dirmap", str(unbalanced), "--out", str(balanced),
                   "--objects-per-class", "30", "--sessions-per-object", "10", "--frames-per-session", "15"]):
         run = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
@@ -193,7 +193,7 @@ def test_sample_stage_ilab(tmp_path):
     src = tmp_path / "ilab2mlight_dirmap_all.csv"
     reindex_ilab(ilab_all()).to_csv(src)
     out = tmp_path / "ilab2mlight_dirmap_massed.csv"
-    args = [sys.executable, "-m", "stages.sample", "--kind", "ilab2mlight", "--dirmap", str(src), "--out", str(out),
+    args = [sys.executable, "-m", "stages.sample", "--layout", "ilab", "--dirmap", str(src), "--out", str(out),
             "--objects-per-class", "2", "--sessions-per-object", "2", "--frames-per-session", "3", "--seed", "0"]
     run = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
