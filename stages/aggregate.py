@@ -4,7 +4,8 @@
         [--metrics-list FILE] [--benchmarks B.tsv ...] [--published-dir DIR] [--run-filter none|published] \\
         --out-dir results/tables
 
-Every listed metrics file must exist and be complete: a requested run without a result fails the stage.
+Every listed metrics file must exist and be complete: a requested run without a result fails the stage. Cells whose
+AugMem memory collapsed in some run (metrics.json ``health_verdict``) get a WARNING line in the output.
 """
 from __future__ import annotations
 
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         write_csv(args.plot_out, dvc_plot(per_task), index=False)
     n_runs = runs.drop_duplicates(agg.RUN_KEY).shape[0]
     print(f"aggregated {n_runs} runs into {len(summary)} cells (run filter: {args.run_filter}) -> {out}")
+    for line in agg.collapse_warnings(summary):  # AugMem cells whose memory collapsed (metrics.json health)
+        print(line)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 ``build_results_tree(root)`` writes ``results/{dataset}/{fidelity}/{scenario}/{agent}/run{r}/metrics.json`` for a few
 agents x 3 runs x 2 scenarios (dataset core50_demo, kind core50, 3 tasks of 2 classes), an AugMem agent with paths
-mem/direct, one AugMem ablation, viz.npz for AugMem and for one baseline (run 0), Snakemake benchmark TSVs, and two
+mem/direct and a healthy memory (``health`` / ``health_verdict``), one AugMem ablation, viz.npz for AugMem and for one baseline (run 0), Snakemake benchmark TSVs, and two
 broken runs (one missing, one truncated) that are NOT part of the good list.
 """
 from __future__ import annotations
@@ -41,14 +41,36 @@ def acc_matrix(retention: float, run: int, n_tasks: int = 3, scenario_shift: flo
     return a
 
 
+def health_figures(regimes=(), n_tasks: int = 3, n_slots: int = 40) -> list[dict]:
+    """Per-task AugMem health figures (augmem.agents.augmem_health) of a healthy memory, or of one collapsed in the
+    given regimes: ``shared_codes`` (1x1 map, 4 keys, the newest task's images share old codes: 0.9 then 1.0) and/or
+    ``uniform_reads`` (max attention 0.01 over 40 slots, 97 % uniform keys). Healthy: 2x2 map, 16 keys, max attention
+    0.6, shared codes 0.05 then 0.1."""
+    shared, uniform = "shared_codes" in regimes, "uniform_reads" in regimes
+    out = []
+    for t in range(n_tasks):
+        n_images = 12 * (t + 1)
+        out.append({
+            "map": [1, 1] if shared else [2, 2], "keys_per_image": 4 if shared else 16, "n_images": n_images,
+            "max_attention_mean": 0.01 if uniform else 0.6, "max_attention_std": 0.002 if uniform else 0.1,
+            "uniform_key_fraction": 0.97 if uniform else 0.05, "slots_used": 3 if shared else 20 + 5 * t,
+            "n_slots": n_slots, "slots_per_class": {str(c): 3 for c in range(2 * (t + 1))},
+            "distinct_codes": 4 if shared else n_images,
+            "shared_code_fraction": None if t == 0 else ((0.8 + 0.1 * t) if shared else 0.05 * t),
+        })
+    return out
+
+
 def write_metrics(root: Path, *, agent: str, run: int, scenario: str = "class_iid", dataset: str = DATASET,
                   kind: str = KIND, fidelity: str = FIDELITY, matrix: list[list], test_all: list | None = None,
                   test_first: list | None = None, direct_matrix: list[list] | None = None,
                   total_s: float = 10.0, memory_bytes: dict | None = None, hparams: dict | None = None,
-                  impl: str | None = None) -> Path:
+                  impl: str | None = None, health="auto") -> Path:
     """Write one run's metrics.json (metrics_format.md); test_all / test_first default to the matrix's row means /
     first column (equal class sizes); ``hparams`` are added to the default ones, ``impl`` replaces the default
-    implementation (AugMem / NormalNN). Returns the path."""
+    implementation (AugMem / NormalNN). ``health``: "auto" (AugMem agents: a healthy memory; others: none), None (no
+    health keys), or the collapsed regimes to write (``()``: healthy), with the verdict of
+    augmem.agents.augmem_health. Returns the path."""
     n_tasks = len(matrix)
 
     def derived(m):
@@ -97,6 +119,14 @@ def write_metrics(root: Path, *, agent: str, run: int, scenario: str = "class_ii
         "memory_bytes_total": int(sum(memory_bytes.values())),
         "n_test": 36,
     }
+    if health == "auto":
+        health = () if is_augmem else None
+    if health is not None:
+        from augmem.agents.augmem_health import verdict
+
+        data["health"] = health_figures(tuple(health), n_tasks)
+        data["health_verdict"] = verdict(data["health"])
+        assert set(data["health_verdict"]["regimes"]) == set(health), data["health_verdict"]
     out = root / "results" / dataset / fidelity / scenario / agent / f"run{run}" / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))

@@ -24,6 +24,16 @@ Per cell, on the *primary path* of the agent (``mem`` for AugMem, ``acc`` for th
 * the initial weights (``hparams.weights``) and ``hparams.freeze_feature_extract``: ``random_init`` is true when a
   run started from random weights (``weights: none``), and ``random_frozen_front`` when that random front was also
   frozen (AugMem's front then never learns). The results table marks such cells;
+* AugMem's memory health (metrics.json ``health``, one object per task, and ``health_verdict``; see
+  :mod:`augmem.agents.augmem_health`), per run from the final task: ``health_keys_per_image``, ``health_map``
+  ("hxw"), ``health_max_attention`` (mean max attention), ``health_uniform_keys`` (uniform key fraction),
+  ``health_slots_used``, ``health_distinct_codes``, and ``health_shared_codes`` (the largest shared-code fraction of
+  any task >= 1); ``health_collapsed`` (the verdict is not healthy) and ``health_regimes`` (";"-joined
+  ``shared_codes`` / ``uniform_reads``). Per cell, over all its runs (before the run filter, like the settings
+  above: a collapse is a property of the run): ``n_health`` runs with a verdict, ``n_collapsed`` of them collapsed,
+  ``n_shared_codes`` / ``n_uniform_reads`` per regime (a run can be in both), ``health_regimes`` (their union) and
+  the mean over runs of each figure (``health_map``: the runs' maps). All empty for agents without health. The
+  results table marks cells with a collapsed run;
 * wall time per job: ``timing.total_s`` of metrics.json, and the ``s`` column of Snakemake benchmark TSV files when
   given (``bench_s``; also ``max_rss`` in MB when present). Times are over all runs of the cell, before the run
   filter: they measure the cost of the jobs, which does not depend on a result-based filter.
@@ -66,10 +76,20 @@ RUNS_COLUMNS = [
     "dataset", "kind", "scenario", "agent", "impl", "fidelity", "run", "seed", "imported", "path", "primary", "task",
     "n_tasks", "n_seen", "n_class", "acc_all", "acc_first", "val_all", "acc_row", "n_train", "selected_epoch",
     "train_s", "eval_s", "total_s", "weights", "freeze_feature_extract", "memory_size", "memory_size_unit",
-    "memory_bytes_total", "memory_bytes", "n_test", "source",
+    "memory_bytes_total", "memory_bytes", "health_collapsed", "health_regimes", "health_keys_per_image", "health_map",
+    "health_max_attention", "health_uniform_keys", "health_slots_used", "health_distinct_codes",
+    "health_shared_codes", "n_test", "source",
 ]
 #: ``hparams.weights`` of a run that started from random weights.
 RANDOM_WEIGHTS = "none"
+#: AugMem's collapsed-memory regimes (``health_verdict.regimes``; augmem.agents.augmem_health.verdict), in order
+HEALTH_REGIMES = ("shared_codes", "uniform_reads")
+#: per-run health figures (runs.csv; their means over runs in summary.csv, health_map: the runs' maps)
+HEALTH_FIGURES = ["health_keys_per_image", "health_map", "health_max_attention", "health_uniform_keys",
+                  "health_slots_used", "health_distinct_codes", "health_shared_codes"]
+HEALTH_INT_FIGURES = ("health_keys_per_image", "health_slots_used", "health_distinct_codes")
+#: per-cell health counts of summary.csv (empty for agents without health)
+HEALTH_COUNTS = ["n_health", "n_collapsed", "n_shared_codes", "n_uniform_reads"]
 
 
 # --------------------------------------------------------------------------------------------------------- loading
@@ -162,6 +182,51 @@ def _hparam_fields(data: dict, impl, path: Path) -> dict:
             "memory_size": size, "memory_size_unit": unit}
 
 
+def _regime_text(regimes) -> str:
+    """Regimes ";"-joined in the order of HEALTH_REGIMES (unknown names after them, sorted)."""
+    regimes = {str(r) for r in regimes}
+    return ";".join([r for r in HEALTH_REGIMES if r in regimes] + sorted(regimes - set(HEALTH_REGIMES)))
+
+
+def _health_fields(data: dict, path: Path) -> dict:
+    """The run's health columns (HEALTH_FIGURES from the final task, health_collapsed, health_regimes); all None for
+    a run without ``health`` (agents other than AugMem). A run with ``health`` but no ``health_verdict`` gets the
+    verdict computed from its figures."""
+    health, verdict = data.get("health"), data.get("health_verdict")
+    out = dict.fromkeys(["health_collapsed", "health_regimes", *HEALTH_FIGURES])
+    if health is None and verdict is None:
+        return out
+    if health is not None and (not isinstance(health, list) or not health
+                               or not all(isinstance(h, dict) for h in health)):
+        raise InputError(f"{path}: health must be a non-empty list of per-task objects")
+    if verdict is None:
+        from augmem.agents.augmem_health import verdict as health_verdict
+
+        verdict = health_verdict(health)
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("healthy"), bool) \
+            or not isinstance(verdict.get("regimes", []), list):
+        raise InputError(f"{path}: health_verdict must be an object with a bool 'healthy' and a list 'regimes'")
+    out["health_collapsed"] = not verdict["healthy"]
+    out["health_regimes"] = _regime_text(verdict.get("regimes") or [])
+    if health is None:
+        return out
+    last = health[-1]
+    hw = last.get("map")
+    try:
+        out["health_map"] = "x".join(str(int(v)) for v in hw) if isinstance(hw, (list, tuple)) and hw else None
+        for col, key in (("health_keys_per_image", "keys_per_image"), ("health_slots_used", "slots_used"),
+                         ("health_distinct_codes", "distinct_codes")):
+            out[col] = None if last.get(key) is None else int(last[key])
+        out["health_max_attention"] = _num(last.get("max_attention_mean"))
+        out["health_uniform_keys"] = _num(last.get("uniform_key_fraction"))
+        shared = [_num(h.get("shared_code_fraction")) for h in health]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: health of the final task is malformed ({exc})") from None
+    shared = [v for v in shared if not math.isnan(v)]
+    out["health_shared_codes"] = max(shared) if shared else math.nan
+    return out
+
+
 def read_metrics(path: str | Path) -> dict:
     """Read one metrics.json; a missing, unreadable or non-object file raises InputError naming it."""
     path = Path(path)
@@ -206,6 +271,7 @@ def metrics_rows(data: dict, path: str | Path) -> list[dict]:
         raise InputError(f"{path}: meta.run must be an integer, got {meta['run']!r}") from None
     n_class = meta.get("n_class")
     hp_fields = _hparam_fields(data, meta.get("impl"), path)
+    health_fields = _health_fields(data, path)
 
     def per_task(key: str, t: int) -> float:
         values = timing.get(key)
@@ -241,7 +307,8 @@ def metrics_rows(data: dict, path: str | Path) -> list[dict]:
                 "train_s": per_task("train_s", t), "eval_s": per_task("eval_s", t),
                 "total_s": _num(timing.get("total_s")), **hp_fields,
                 "memory_bytes_total": _num(data.get("memory_bytes_total")),
-                "memory_bytes": json.dumps(mem, sort_keys=True), "n_test": data.get("n_test"), "source": str(path),
+                "memory_bytes": json.dumps(mem, sort_keys=True), **health_fields, "n_test": data.get("n_test"),
+                "source": str(path),
             })
     return rows
 
@@ -286,7 +353,20 @@ def sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
     out = runs.assign(_agent=runs["agent"].map(agent_sort_key), _primary=~runs["primary"].astype(bool))
     out = out.sort_values(["dataset", "scenario", "fidelity", "_agent", "run", "_primary", "path", "task"],
                           kind="stable")
-    return out.drop(columns=["_agent", "_primary"]).reset_index(drop=True)
+    out = out.drop(columns=["_agent", "_primary"]).reset_index(drop=True)
+    for col in HEALTH_INT_FIGURES:  # counts stay integers next to the empty cells of agents without health
+        if col in out:
+            out[col] = _int_array(out[col])
+    return out
+
+
+def _int_array(values) -> pd.array:
+    """Integral numbers as a nullable Int64 array (None/NaN -> <NA>); values left as they are when one is not."""
+    values = list(values)
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+           and float(v).is_integer() for v in values if _present(v)):
+        return pd.array([int(v) if _present(v) else None for v in values], dtype="Int64")
+    return pd.Series(values, dtype=object).to_numpy()
 
 
 def read_runs_csv(path: str | Path) -> pd.DataFrame:
@@ -300,6 +380,9 @@ def read_runs_csv(path: str | Path) -> pd.DataFrame:
     for col in ("primary", "imported"):
         if col in df:
             df[col] = df[col].map(lambda v: str(v).strip().lower() == "true")
+    if "health_collapsed" in df:  # True / False, None for runs without health
+        df["health_collapsed"] = df["health_collapsed"].map(
+            lambda v: {"true": True, "false": False}.get(str(v).strip().lower()))
     return df
 
 
@@ -523,7 +606,7 @@ def per_task(runs: pd.DataFrame, run_filter: str | None = None) -> pd.DataFrame:
 
 
 def _present(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
+    return value is not None and value is not pd.NA and not (isinstance(value, float) and math.isnan(value))
 
 
 def _one(values):
@@ -544,7 +627,9 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
     ``<stat>_mean`` / ``<stat>_sem`` for avg, final, first_avg, first_final, forgetting, bwt, total_s, bench_s;
     ``chance_avg`` and ``chance_final``; ``memory_size`` and ``memory_size_unit`` (the agent's configured budget and
     its declared unit; empty for agents without one), ``memory_bytes_total`` and ``memory_bytes_<kind>`` (means over
-    runs); ``max_rss`` (MB, from the benchmarks). A cell whose runs are all dropped by the filter keeps its row with
+    runs); ``max_rss`` (MB, from the benchmarks); AugMem's health: ``n_health``, ``n_collapsed``, ``n_shared_codes``,
+    ``n_uniform_reads`` (Int64, empty for agents without health), ``health_regimes`` and the means of the per-run
+    health figures (module docstring). A cell whose runs are all dropped by the filter keeps its row with
     n_runs 0 and NaN statistics. A setting that differs between a cell's runs lists its values, space-separated.
     """
     desc = filter_description(run_filter)
@@ -569,7 +654,8 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
                 "bwt": backward_transfer(a) if a is not None else math.nan,
                 "total_s": r["total_s"].iloc[0], "memory_bytes_total": r["memory_bytes_total"].iloc[0],
                 **{f"memory_bytes_{k}": float(mem[k]) if mem.get(k) is not None else math.nan for k in mem_kinds},
-                **{k: r[k].iloc[0] for k in ("weights", "freeze_feature_extract", "memory_size", "memory_size_unit")},
+                **{k: r[k].iloc[0] for k in ("weights", "freeze_feature_extract", "memory_size", "memory_size_unit",
+                                             "health_collapsed", "health_regimes", *HEALTH_FIGURES) if k in r},
             })
         pr = pd.DataFrame(per_run)
         kept = pr[pr["run"].isin(keep_ids)]
@@ -607,6 +693,7 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
         else:
             rec["bench_s_mean"] = rec["bench_s_sem"] = rec["max_rss_mean"] = math.nan
             rec["bench_n"] = 0
+        rec.update(_health_summary(pr))
         rows.append(rec)
     out = pd.DataFrame(rows)
     if out.empty:
@@ -614,9 +701,31 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
     sizes = out["memory_size"]
     if all(isinstance(v, (int, float)) and float(v).is_integer() for v in sizes if _present(v)):
         out["memory_size"] = pd.array([int(v) if _present(v) else None for v in sizes], dtype="Int64")
+    for col in HEALTH_COUNTS:
+        out[col] = pd.array(out[col].tolist(), dtype="Int64")
     out = out.assign(_a=out["agent"].map(agent_sort_key))
     out = out.sort_values(["dataset", "scenario", "fidelity", "_a"], kind="stable")
     return out.drop(columns=["_a"]).reset_index(drop=True)
+
+
+def _health_summary(pr: pd.DataFrame) -> dict:
+    """A cell's health columns (HEALTH_COUNTS, health_regimes, HEALTH_FIGURES) over its runs ``pr`` (one row per
+    run); all None when no run has a health verdict."""
+    out = dict.fromkeys([*HEALTH_COUNTS, "health_regimes", *HEALTH_FIGURES])
+    if "health_collapsed" not in pr:
+        return out
+    judged = pr[pr["health_collapsed"].map(lambda v: isinstance(v, (bool, np.bool_)))]
+    if judged.empty:
+        return out
+    regimes = judged["health_regimes"].map(lambda v: set(str(v).split(";")) - {""} if _present(v) else set())
+    out.update({"n_health": len(judged), "n_collapsed": int(judged["health_collapsed"].astype(bool).sum()),
+                "n_shared_codes": int(regimes.map(lambda r: "shared_codes" in r).sum()),
+                "n_uniform_reads": int(regimes.map(lambda r: "uniform_reads" in r).sum()),
+                "health_regimes": _regime_text(set().union(*regimes))})
+    for col in HEALTH_FIGURES:
+        values = judged[col] if col in judged else pd.Series(dtype=float)
+        out[col] = _one(values) if col == "health_map" else _mean(pd.to_numeric(values, errors="coerce").astype(float))
+    return out
 
 
 SUMMARY_REQUIRED = CELL + ["imported", "n_runs", "n_runs_before", "run_filter", "avg_mean", "avg_sem",
@@ -630,13 +739,20 @@ def _read_table(path, required) -> pd.DataFrame:
 
     df = read_csv_checked(path, required, dtype={c: str for c in ("dataset", "kind", "scenario", "agent", "fidelity",
                                                                   "path", "runs", "run_filter", "weights",
-                                                                  "memory_size_unit")},
+                                                                  "memory_size_unit", "health_regimes",
+                                                                  "health_map")},
                           keep_default_na=True)
     for col in ("primary", "imported", "random_init", "random_frozen_front"):
         if col in df:
             df[col] = df[col].map(lambda v: str(v).strip().lower() == "true")
     if "runs" in df:
         df["runs"] = df["runs"].fillna("")
+    for col in HEALTH_COUNTS:
+        if col in df:
+            df[col] = pd.array([int(v) if _present(v) else None for v in df[col]], dtype="Int64")
+    if "health_regimes" in df and "n_health" in df:  # all runs healthy: "" (an empty CSV cell), not "no health"
+        df["health_regimes"] = [("" if _present(n) else None) if not isinstance(r, str) else r
+                                for r, n in zip(df["health_regimes"], df["n_health"])]
     return df
 
 
@@ -648,3 +764,36 @@ def read_summary_csv(path: str | Path) -> pd.DataFrame:
 def read_per_task_csv(path: str | Path) -> pd.DataFrame:
     """Read results/tables/per_task.csv (InputError naming the file when it is missing or lacks columns)."""
     return _read_table(path, PER_TASK_REQUIRED)
+
+
+# --------------------------------------------------------------------------------------------------- console
+def collapse_warnings(summary) -> list[str]:
+    """One line per cell of ``summary`` (a summary DataFrame or the path of summary.csv) whose AugMem memory collapsed
+    in at least one run, e.g. ``WARNING AugMem health: core50_demo reference class_iid augmem: memory collapsed in
+    1/1 runs (shared_codes)``; [] when no cell has a collapsed run, when the file does not exist or predates the
+    health columns. Never raises (the workflow's ``onsuccess`` handler prints these lines): a file that cannot be read
+    gives one line saying so."""
+    try:
+        if isinstance(summary, pd.DataFrame):
+            df = summary
+        else:
+            if not Path(summary).is_file():
+                return []
+            df = pd.read_csv(summary, dtype={c: str for c in CELL + ["health_regimes"]}, keep_default_na=True)
+        if "n_collapsed" not in df.columns:
+            return []
+        lines = []
+        for r in df.to_dict("records"):
+            n = r.get("n_collapsed")
+            if not _present(n) or int(n) < 1:
+                continue
+            m = r.get("n_health")
+            of = f"{int(n)}/{int(m)}" if _present(m) else f"{int(n)}"
+            regimes = r.get("health_regimes")
+            regimes = ", ".join(str(regimes).split(";")) if isinstance(regimes, str) and regimes else "see metrics.json"
+            cell = " ".join(str(r.get(k)) for k in ("dataset", "fidelity", "scenario", "agent"))
+            lines.append(f"WARNING AugMem health: {cell}: memory collapsed in {of} runs ({regimes})")
+        return lines
+    except Exception as exc:  # noqa: BLE001 - a console summary must never fail the workflow
+        return [f"AugMem health: cannot read {summary if not isinstance(summary, pd.DataFrame) else 'the summary'} "
+                f"({type(exc).__name__}: {exc})"]

@@ -10,16 +10,23 @@ caption names the run filter.
 Cells whose runs started from random weights (``weights: none``; summary column ``random_init``) carry a marker and
 a note under the table: ``†`` random-init front, ``‡`` random-init front that was also frozen
 (``freeze_feature_extract``; summary column ``random_frozen_front``), as AugMem's is: its features stay random.
+Cells where AugMem's memory collapsed in at least one run (metrics.json ``health_verdict``; summary columns
+``n_collapsed`` of ``n_health`` runs, ``n_shared_codes`` / ``n_uniform_reads`` per regime) carry ``§`` (after a
+``†`` / ``‡``), and the note under the table gives each such cell's counts: its memory path does not carry
+hypotheses. The counts are over all the cell's runs (before the run filter, like the other marks).
 
 The CSV form holds the numbers: a ``# caption`` comment line (then one ``# note`` line per marker used), then one
 row per agent with ``agent``, ``label``, ``imported`` and, per column ``C`` (``dataset/scenario[/fidelity]``),
-``C|mean``, ``C|sem``, ``C|n``, ``C|best``, ``C|random_init``, ``C|random_frozen_front``. ``read_table_csv`` reads
-it back and ``to_markdown`` renders it, so CSV -> Markdown gives the same numbers and marks.
+``C|mean``, ``C|sem``, ``C|n``, ``C|best``, ``C|random_init``, ``C|random_frozen_front``, ``C|collapsed`` and the
+counts behind the ``§`` note, ``C|n_collapsed``, ``C|n_health``, ``C|n_shared_codes``, ``C|n_uniform_reads`` (empty
+for cells without health). ``read_table_csv`` reads it back (a CSV written before the flag or count columns existed
+reads them as False / empty) and ``to_markdown`` renders it, so CSV -> Markdown gives the same numbers and marks.
 """
 from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +37,17 @@ from augmem.io import InputError
 from augmem.results.aggregate import IMPORTED_FIDELITY
 from augmem.results.style import BOUNDS, agent_label, is_imported, sort_agents
 
-STATS = ("mean", "sem", "n", "best", "random_init", "random_frozen_front")
-#: statistics a CSV written before they existed may lack (read as False)
-OPTIONAL_STATS = ("random_init", "random_frozen_front")
+#: per-cell health counts (summary columns of the same names): runs with a verdict, collapsed, per regime
+HEALTH_COUNTS = ("n_collapsed", "n_health", "n_shared_codes", "n_uniform_reads")
+STATS = ("mean", "sem", "n", "best", "random_init", "random_frozen_front", "collapsed", *HEALTH_COUNTS)
+#: statistics a CSV written before they existed may lack (flags read as False, counts as empty)
+OPTIONAL_STATS = ("random_init", "random_frozen_front", "collapsed", *HEALTH_COUNTS)
 #: cell markers and the notes under the table
 RANDOM_INIT_MARK = "†"
 RANDOM_FROZEN_MARK = "‡"
+COLLAPSED_MARK = "§"
+#: the end of the collapse note (its counts come first, per cell: ``ResultsTable.collapse_note``)
+COLLAPSED_NOTE = "its memory path does not carry hypotheses; see metrics.json `health`."
 NOTES = {
     RANDOM_INIT_MARK: "random-init front (weights: none): these runs started from random weights, not from a "
                       "pre-trained network.",
@@ -58,19 +70,53 @@ class ResultsTable:
     labels: dict = field(default_factory=dict)
     random_init: pd.DataFrame | None = None  # agents x columns, True where a run started from random weights
     random_frozen_front: pd.DataFrame | None = None  # ... and that random front was frozen
+    collapsed: pd.DataFrame | None = None  # agents x columns, True where AugMem's memory collapsed in some run
+    health: dict = field(default_factory=dict)  # HEALTH_COUNTS name -> agents x columns (Int64, <NA>: no health)
+
+    def marks(self, agent: str, column: str) -> list[str]:
+        """The cell's markers: ``‡`` frozen random front or ``†`` random-init front, then ``§`` collapsed memory."""
+        out = []
+        if self.random_frozen_front is not None and bool(self.random_frozen_front.loc[agent, column]):
+            out.append(RANDOM_FROZEN_MARK)
+        elif self.random_init is not None and bool(self.random_init.loc[agent, column]):
+            out.append(RANDOM_INIT_MARK)
+        if self.collapsed is not None and bool(self.collapsed.loc[agent, column]):
+            out.append(COLLAPSED_MARK)
+        return out
 
     def mark(self, agent: str, column: str) -> str:
-        """The cell's marker: ``‡`` frozen random front, ``†`` random-init front, else ''."""
-        if self.random_frozen_front is not None and bool(self.random_frozen_front.loc[agent, column]):
-            return RANDOM_FROZEN_MARK
-        if self.random_init is not None and bool(self.random_init.loc[agent, column]):
-            return RANDOM_INIT_MARK
-        return ""
+        """The cell's markers as one string (``‡§``, ``†``, ``§``, ...; '' for none)."""
+        return "".join(self.marks(agent, column))
+
+    def count(self, name: str, agent: str, column: str) -> int | None:
+        """A health count of one cell (HEALTH_COUNTS), None when unknown."""
+        frame = self.health.get(name)
+        value = frame.loc[agent, column] if frame is not None else None
+        return None if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) \
+            else int(value)
+
+    def collapse_note(self) -> str | None:
+        """The ``§`` note: per marked cell, how many of its runs collapsed and in which regime; None when no cell is
+        marked."""
+        parts = []
+        for c in self.columns:
+            for a in self.agents:
+                if COLLAPSED_MARK not in self.marks(a, c):
+                    continue
+                n, m = self.count("n_collapsed", a, c), self.count("n_health", a, c)
+                runs = (f"{n} of {m} runs" if m is not None else f"{n} runs") if n is not None else "some runs"
+                shared, uniform = self.count("n_shared_codes", a, c), self.count("n_uniform_reads", a, c)
+                regimes = "" if shared is None or uniform is None else \
+                    f" (shared codes: {shared} / uniform reads: {uniform})"
+                parts.append(f"{runs} of {self.labels.get(a, agent_label(a))}, {_header(c)}{regimes}")
+        return f"{COLLAPSED_MARK} AugMem's memory collapsed in {'; '.join(parts)}: {COLLAPSED_NOTE}" if parts else None
 
     def notes(self) -> list[str]:
         """'<marker> <note>' for every marker some cell carries, in a fixed order."""
-        used = {self.mark(a, c) for a in self.agents for c in self.columns}
-        return [f"{m} {NOTES[m]}" for m in (RANDOM_INIT_MARK, RANDOM_FROZEN_MARK) if m in used]
+        used = {m for a in self.agents for c in self.columns for m in self.marks(a, c)}
+        notes = [f"{m} {NOTES[m]}" for m in (RANDOM_INIT_MARK, RANDOM_FROZEN_MARK) if m in used]
+        collapse = self.collapse_note()
+        return notes + ([collapse] if collapse else [])
 
 
 def _fidelity_order(fidelities) -> list[str]:
@@ -106,6 +152,8 @@ def build_table(summary: pd.DataFrame, exclude_from_best=BOUNDS) -> ResultsTable
     present = pd.DataFrame(False, index=agents, columns=columns)
     random_init = pd.DataFrame(False, index=agents, columns=columns)
     random_frozen = pd.DataFrame(False, index=agents, columns=columns)
+    collapsed = pd.DataFrame(False, index=agents, columns=columns)
+    health = {k: pd.DataFrame(pd.NA, index=agents, columns=columns, dtype="Int64") for k in HEALTH_COUNTS}
     for r in summary.itertuples(index=False):
         flags = r._asdict()
         if by_fidelity:
@@ -122,6 +170,9 @@ def build_table(summary: pd.DataFrame, exclude_from_best=BOUNDS) -> ResultsTable
             n.loc[r.agent, c] = int(r.n_runs)
             random_init.loc[r.agent, c] = _flag(flags.get("random_init"))
             random_frozen.loc[r.agent, c] = _flag(flags.get("random_frozen_front"))
+            for k in HEALTH_COUNTS:
+                health[k].loc[r.agent, c] = _count(flags.get(k))
+            collapsed.loc[r.agent, c] = (_count(flags.get("n_collapsed")) or 0) > 0
     best = pd.DataFrame(False, index=agents, columns=columns)
     candidates = [a for a in agents if a not in set(exclude_from_best)]
     for c in columns:
@@ -134,7 +185,18 @@ def build_table(summary: pd.DataFrame, exclude_from_best=BOUNDS) -> ResultsTable
                "accuracy on all seen classes. Bold: best per column (bounds excluded). Run filter: "
                + "; ".join(filters) + ".")
     return ResultsTable(agents, columns, mean, sem, n, best, caption, {a: agent_label(a) for a in agents},
-                        random_init, random_frozen)
+                        random_init, random_frozen, collapsed, health)
+
+
+def _count(value) -> int | None:
+    """A summary count (int, float, numeric text; NaN/None/<NA>/'' where a cell has none) as int or None."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return None
+    return int(float(value))
 
 
 def _flag(value) -> bool:
@@ -176,12 +238,20 @@ def to_markdown(table: ResultsTable) -> str:
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
         "±": r"$\pm$", "β": r"$\beta$", "—": "---", RANDOM_INIT_MARK: r"$^\dagger$",
-        RANDOM_FROZEN_MARK: r"$^\ddagger$"}
+        RANDOM_FROZEN_MARK: r"$^\ddagger$", COLLAPSED_MARK: r"$^\S$"}
 
 
 def _tex(text: str) -> str:
-    """Escape LaTeX special characters."""
-    return "".join(_TEX.get(ch, ch) for ch in str(text))
+    """Escape LaTeX special characters; `code` spans become \\texttt{code}."""
+    return re.sub(r"`([^`]*)`", r"\\texttt{\1}", "".join(_TEX.get(ch, ch) for ch in str(text)))
+
+
+def _tex_marks(marks: list[str]) -> str:
+    """A cell's markers as one superscript (``$^\\dagger$``; ``$^{\\ddagger\\S}$`` for two: ``$$`` would open display
+    math)."""
+    if len(marks) < 2:
+        return "".join(_TEX[m] for m in marks)
+    return "$^{" + "".join(_TEX[m][2:-1] for m in marks) + "}$"
 
 
 def to_latex(table: ResultsTable) -> str:
@@ -211,7 +281,7 @@ def to_latex(table: ResultsTable) -> str:
         cells = [_tex(table.labels.get(a, agent_label(a)))]
         for c in table.columns:
             m, s, n = table.mean.loc[a, c], table.sem.loc[a, c], int(table.n.loc[a, c])
-            mark = _tex(table.mark(a, c))
+            mark = _tex_marks(table.marks(a, c))
             if isinstance(m, float) and math.isnan(m):
                 cells.append("--" + mark)
                 continue
@@ -234,8 +304,13 @@ def to_csv_text(table: ResultsTable) -> str:
         data[f"{c}|sem"] = table.sem[c].to_numpy()
         data[f"{c}|n"] = table.n[c].to_numpy()
         data[f"{c}|best"] = table.best[c].to_numpy()
-        for stat, flags in (("random_init", table.random_init), ("random_frozen_front", table.random_frozen_front)):
+        for stat, flags in (("random_init", table.random_init), ("random_frozen_front", table.random_frozen_front),
+                            ("collapsed", table.collapsed)):
             data[f"{c}|{stat}"] = flags[c].to_numpy() if flags is not None else False
+        for stat in HEALTH_COUNTS:
+            counts = table.health.get(stat)
+            data[f"{c}|{stat}"] = counts[c].array if counts is not None else pd.array([pd.NA] * len(table.agents),
+                                                                                      dtype="Int64")
     buf = io.StringIO()
     buf.write("# " + table.caption.replace("\n", " ") + "\n")
     for note in table.notes():
@@ -280,6 +355,11 @@ def read_table_csv(path: str | Path) -> ResultsTable:
         return pd.DataFrame({c: df[f"{c}|{stat}"].map(_flag).to_numpy() if f"{c}|{stat}" in df.columns
                              else np.zeros(len(agents), dtype=bool) for c in columns}, index=agents, dtype=bool)
 
+    def counts(stat):
+        return pd.DataFrame({c: pd.array([_count(v) for v in df[f"{c}|{stat}"]] if f"{c}|{stat}" in df.columns
+                                         else [None] * len(agents), dtype="Int64") for c in columns}, index=agents)
+
     labels = dict(zip(agents, df["label"])) if "label" in df.columns else {}
     return ResultsTable(agents, columns, block("mean", float), block("sem", float), block("n", int), flags("best"),
-                        first[2:], labels, flags("random_init"), flags("random_frozen_front"))
+                        first[2:], labels, flags("random_init"), flags("random_frozen_front"), flags("collapsed"),
+                        {k: counts(k) for k in HEALTH_COUNTS})
