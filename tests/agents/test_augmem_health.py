@@ -50,7 +50,7 @@ def test_shared_codes_regime():
 
 def test_uniform_reads_regime():
     h = agent(memory_Nslots=1000).task_health(features("weak"), new_labels=[2, 3], old_labels=[0, 1])
-    assert h["max_attention_mean"] < UNIFORM_RATIO / 1000
+    assert h["max_attention_mean"] < UNIFORM_RATIO / 1000 and h["uniform_key_fraction"] == 1.0
     v = verdict([h])
     assert not v["healthy"] and "uniform_reads" in v["regimes"] and "mean slot" in v["message"]
 
@@ -61,7 +61,7 @@ def test_healthy_memory():
     assert first["shared_code_fraction"] is None  # nothing old after the first task
     h = a.task_health(features("healthy"), new_labels=[2, 3], old_labels=[0, 1])
     assert h["shared_code_fraction"] == 0.0 and h["distinct_codes"] >= 4
-    assert h["max_attention_mean"] > UNIFORM_RATIO / 100
+    assert h["max_attention_mean"] > UNIFORM_RATIO / 100 and h["uniform_key_fraction"] < 0.5
     assert set(h["slots_per_class"]) == {"0", "1", "2", "3"} and h["slots_used"] > 4
     assert verdict([first, h]) == {"healthy": True, "regimes": [], "message": "AugMem memory healthy"}
 
@@ -74,6 +74,7 @@ def test_accumulator_counts():
     assert h["slots_used"] == 4 and h["distinct_codes"] == 2 and h["slots_per_class"] == {"0": 2, "1": 4}
     assert h["shared_code_fraction"] == 0.5  # label 1's images: one has class 0's code, one not
     assert h["max_attention_mean"] == pytest.approx(0.5667, abs=1e-4)
+    assert h["uniform_key_fraction"] == pytest.approx(1 / 3)  # 5 slots: threshold min(10 / 5, 0.5): the two 0.2s
 
 
 def test_health_check_off():

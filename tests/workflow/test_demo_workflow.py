@@ -35,6 +35,25 @@ def test_bad_config_key_is_named(tmp_path):
     assert "runz" in proc.stdout + proc.stderr
 
 
+def test_bad_hyperparameter_stops_the_workflow_naming_agent_key_and_source(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"hparam_overrides": {"agem": {"memroy_size": 60}, "augmem": {"lr": "1e-4"}}}))
+    proc = snakemake(REPO, "-n", "--configfile", str(bad), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "agent agem (AGEM): memroy_size (from config: hparam_overrides.agem): unknown hyperparameter; did you " \
+           "mean 'memory_size'?" in out
+    assert "agent augmem (AugMem): lr = '1e-4' (from config: hparam_overrides.augmem)" in out
+
+
+def test_a_job_asked_for_by_its_path_is_resolved(tmp_path):
+    """A training job outside the configured agents (an ablation) can be built by naming its output."""
+    target = "results/core50_demo/reference/class_iid/augmem_memslot50/run0/metrics.json"
+    proc = snakemake(REPO, "-n", "-p", target)
+    job = next(j for j in dry_run_jobs(proc) if j["rule"] == "train")
+    assert '"memory_Nslots": 50' in job["shell"]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3000)
 def test_demo_slice_end_to_end_and_incremental(slice_run, tmp_path):

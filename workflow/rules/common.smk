@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 from augmem.data import layouts
 from augmem.io import InputError
-from augmem.models.backbones import imagenet_weights_file
+from augmem.models.backbones import ARCHS as BACKBONE_ARCHS, imagenet_weights_file
 from augmem.train.hparams import merged_datasets, resolve_job
 
 validate(config, "../schemas/config.schema.yaml")
@@ -201,23 +201,35 @@ JOB_HPARAMS = _resolve_all_jobs()
 EXECUTION_ONLY = ("n_workers", "image_cache")
 
 
+def _job(w):
+    """The resolved job of wildcards ``w``; a job asked for by its output path rather than by the config is
+    resolved (and validated) on first use."""
+    key = (w.dataset, w.scenario, w.agent)
+    if key not in JOB_HPARAMS:
+        try:
+            JOB_HPARAMS[key] = resolve_job(PARAMS, w.dataset, w.agent, w.scenario, config)
+        except InputError as exc:
+            raise WorkflowError(f"hyperparameters: {key[0]} / {key[1]}: {exc}")
+    return JOB_HPARAMS[key]
+
+
 def job_hparams(w):
     """(impl, complete hp) of a job (see params/agents.yaml for the resolution order)."""
-    job = JOB_HPARAMS[w.dataset, w.scenario, w.agent]
+    job = _job(w)
     return job.impl, job.hp
 
 
 def job_config(w):
     """The resolved job as one JSON string for `stages.train --hparams` (also Snakemake's rerun trigger): every
     hyperparameter except the execution-only ones (`--n-workers`, `--image-cache`), so changing those reruns nothing."""
-    job = JOB_HPARAMS[w.dataset, w.scenario, w.agent]
+    job = _job(w)
     hp = {k: v for k, v in job.hp.items() if k not in EXECUTION_ONLY}
     return json.dumps({"impl": job.impl, "family": job.family, "layout": DATASETS[w.dataset]["layout"],
                        "n_class": job.n_class, **hp}, sort_keys=True)
 
 
 def job_n_workers(w):
-    return int(JOB_HPARAMS[w.dataset, w.scenario, w.agent].hp["n_workers"])
+    return int(_job(w).hp["n_workers"])
 
 
 def weights_file(backbone):

@@ -43,11 +43,12 @@ rule train:
 
 
 rule fetch_weights:
-    """Download torchvision's ImageNet weights once (needs a network), so cluster jobs run offline."""
+    """A backbone's ImageNet weights as a local file, so jobs run offline: torchvision's (downloaded once; needs a
+    network) or, for EfficientNet-Lite0, the file of the installed package (no network)."""
     output:
         "data/weights/{arch}_imagenet.pth",
     wildcard_constraints:
-        arch="squeezenet1_0|mobilenet_v2",
+        arch=_alternatives(BACKBONE_ARCHS),
     log:
         "logs/fetch_weights/{arch}.log",
     conda:
