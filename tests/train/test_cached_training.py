@@ -35,7 +35,7 @@ NN_HP = {"optimizer": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "
 AUG_HP = {"optimizer": "SGD", "lr": 0.001, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 4, "n_epoch": 2,
           "n_epoch_first_task": 5, "image_size": 64, "n_workers": 0, "memory_Nslots": 10, "memory_Nfeat": 8,
           "memory_size": 20, "freeze_feature_extract": True, "visualize": True, "viz_per_class": 3,
-          "viz_images_per_class": 2}
+          "viz_images_per_class": 2, "allow_small_map": True}  # some tests run it at 32 px (a 1x1 map)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -257,7 +257,7 @@ def test_amp_hooks_autocast_the_network_only(data, tmp_path, impl):
     hp = {**AUG_HP, "image_size": 32, "n_epoch_first_task": None, "n_epoch": 1, "visualize": False,
           "weights": "none", "batch_size": 8, "memory_size": 8}
     if impl != "AugMem":  # AugMem's memory shape is no iCaRL hyperparameter
-        hp = {k: v for k, v in hp.items() if k not in ("memory_Nslots", "memory_Nfeat")}
+        hp = {k: v for k, v in hp.items() if k not in ("memory_Nslots", "memory_Nfeat", "allow_small_map")}
     sw = train_switches("corrected")
     seed_everything(0)
     agent = get_agent_class(impl)(4, hp, sw, "cpu")
