@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny, learnable, class-incremental image stream in memory and on disk (original file layout)."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -119,3 +120,15 @@ def write_tiny_filelists(root: Path) -> tuple[Path, Path]:
 def tiny_files(tmp_path):
     """(image_root, run_dir) of a tiny stream on disk in the original filelist format."""
     return write_tiny_filelists(tmp_path)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody but root may write into (skipped as root: root writes into read-only folders)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        pytest.skip("root can write into read-only folders")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    yield ro
+    ro.chmod(0o755)
