@@ -398,3 +398,25 @@ def test_augmem_agent_on_the_cut():
     agent.learn_stream(torch.utils.data.DataLoader(ds, batch_size=4), task=0, epoch=0, last_epoch=True)
     assert agent.spatial == (4, 4)
     assert agent.storage_idx[0].shape[1] == 4 * 4 * 10
+
+
+@pytest.mark.parametrize("impl", ["NormalNN", "EWC", "iCaRL"])
+def test_other_agents_train_the_whole_network(impl):
+    """The baselines use it as their whole backbone: every parameter trains, the loss falls on a tiny batch."""
+    from augmem.agents import get_agent_class
+    from augmem.train.fidelity import train_switches
+
+    torch.manual_seed(0)
+    hp = dict(backbone="efficientnet_lite0", weights="none", image_size=64, lr=0.05, batch_size=8)
+    if impl == "iCaRL":
+        hp["memory_size"] = 4
+    agent = get_agent_class(impl)(2, hp, train_switches("corrected"))
+    assert all(p.requires_grad for p in agent.model.parameters())
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, 64, 64, generator=g), torch.tensor([0, 1] * 4)
+    agent.set_active([0, 1])
+    first = agent.update_model(x, y)
+    for _ in range(5):
+        last = agent.update_model(x, y)
+    assert last < first
+    assert agent.predict(x)["acc"].shape == (8,)

@@ -47,3 +47,21 @@ def test_command_line_resolves_what_snakemake_passes(slice_run, tmp_path):
     assert workers["hparams"]["n_workers"] == 2 and workers["meta"]["fingerprint"] == snk["meta"]["fingerprint"]
     for key in ("test_all", "test_first", "acc_matrix"):
         assert workers[key] == snk[key]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_changing_loader_workers_reruns_nothing(slice_run, tmp_path):
+    """n_workers is execution-only: not in the params Snakemake compares (a resource instead), not in the job
+    fingerprint, so a finished slice stays finished when it changes."""
+    import yaml
+
+    from .helpers import SLICE
+
+    work, _ = slice_run
+    cfg = tmp_path / "workers.yaml"
+    changed = json.loads(json.dumps(SLICE))
+    changed["hparam_overrides"] = {**changed["hparam_overrides"], "all": {"n_workers": 2}}
+    cfg.write_text(yaml.safe_dump(changed))
+    proc = snakemake(work, "--configfile", str(cfg), "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
