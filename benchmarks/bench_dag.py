@@ -1,6 +1,6 @@
 """Benchmark: time to build the DAG of the full real-size configuration (``snakemake -n --configfile
 params/paper.yaml``: 4 datasets, both fidelities, 10 runs, 20 agents incl. ablations), with empty stand-in raw-data
-roots in a temporary copy of the workflow (Snakefile, workflow/, params/)."""
+roots in a temporary copy of the workflow (Snakefile, workflow/, params/, profiles/, data/published/)."""
 from __future__ import annotations
 
 import json
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
         work = tmp / "workflow_copy"
         work.mkdir()
         shutil.copy2(REPO / "Snakefile", work / "Snakefile")
-        for folder in ("workflow", "params"):
+        for folder in ("workflow", "params", "profiles", "data/published"):  # data/published: aggregate's input
             shutil.copytree(REPO / folder, work / folder)
         roots = {}
         for name in ROOTS:
