@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params-dir", default="params")
     ap.add_argument("--config", action="append", default=[], metavar="FILE",
                     help="configuration file merged over <params-dir>/default.yaml (as snakemake --configfile)")
+    ap.add_argument("--fidelity", default="reference", choices=("reference", "corrected"),
+                    help="the job's fidelity (override rules may name one; default reference)")
     ap.add_argument("--json", action="store_true", help="print the resolved values as JSON")
     args = ap.parse_args(argv)
     if (args.dataset is None) != (args.scenario is None):
@@ -44,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
             for d in decls.values():
                 print("  " + d.describe() + ("" if d.affects_results else " (execution-only: not in the fingerprint)"))
             return 0
-        job = resolve_job(params, args.dataset, args.agent, args.scenario)
+        job = resolve_job(params, args.dataset, args.agent, args.scenario, fidelity=args.fidelity)
     except InputError as e:
         raise SystemExit(f"error: {e}")
     if args.json:
         print(json.dumps(job.hp, indent=2, sort_keys=True))
         return 0
-    print(f"{args.agent} ({impl}) on {args.dataset} / {args.scenario}:")
+    print(f"{args.agent} ({impl}) on {args.dataset} / {args.scenario} ({args.fidelity}):")
     width = max(len(k) for k in job.hp)
     for key, value in job.hp.items():
         unit = f" [{decls[key].unit}]" if decls[key].unit else ""

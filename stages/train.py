@@ -82,7 +82,7 @@ def resolve(args) -> tuple[str, int, dict, dict]:
     if ds is not None and args.scenario not in (ds.get("scenarios") or []):
         raise InputError(f"dataset {args.dataset}: scenario {args.scenario} is not among its scenarios "
                          f"{ds.get('scenarios')}")
-    job = resolve_job(params, args.dataset, args.agent, args.scenario)
+    job = resolve_job(params, args.dataset, args.agent, args.scenario, fidelity=args.fidelity)
     return job.impl, job.n_class, {"family": job.family, "layout": (ds or {}).get("layout")}, job.hp
 
 
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     except InputError as e:
         raise SystemExit(f"error: {e}")
     from augmem.agents import get_agent_class
+    from augmem.data.cache_plan import initial_weights, input_image_size
     from augmem.train.fidelity import train_switches
     from augmem.train.loop import TrainingDiverged, run_stream
     from augmem.train.seeding import seed_everything
@@ -148,7 +149,8 @@ def main(argv=None) -> int:
         meta = {"dataset": args.dataset, "kind": ds_meta["family"], **ds_meta, "scenario": args.scenario,
                 "agent": args.agent,
                 "impl": impl, "run": args.run, "fidelity": args.fidelity, "seed": seed, "n_class": n_class,
-                "device": device, "torch": torch.__version__, "image_size": hp["image_size"]}
+                "device": device, "torch": torch.__version__, "image_size": input_image_size(impl, hp),
+                "initial_weights": initial_weights(impl, hp)}
         log = lambda m: print(m, flush=True)  # noqa: E731
         if args.feature_cache is None and impl == "AugMem" and hp["feature_cache"]:
             from augmem.data.feature_cache import feature_cache_reason

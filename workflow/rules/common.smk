@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from augmem.data import layouts
+from augmem.data.cache_plan import initial_weights
 from augmem.io import InputError
 from augmem.models.backbones import ARCHS as BACKBONE_ARCHS, imagenet_weights_file
 from augmem.train.hparams import merged_datasets, resolve_job
@@ -184,13 +185,13 @@ def _resolve_all_jobs():
     """Every requested job's hyperparameters, resolved and validated once when the workflow starts (the same
     resolution stages.train uses on the DVC and command-line routes): one error naming every bad agent/key/source."""
     out, errors = {}, []
-    for ds, _, sc, agent, _ in train_jobs():
-        if (ds, sc, agent) in out:
+    for ds, fid, sc, agent, _ in train_jobs():
+        if (ds, fid, sc, agent) in out:
             continue
         try:
-            out[ds, sc, agent] = resolve_job(PARAMS, ds, agent, sc, config)
+            out[ds, fid, sc, agent] = resolve_job(PARAMS, ds, agent, sc, config, fid)
         except InputError as exc:
-            errors.append(f"{ds} / {sc}: {exc}")
+            errors.append(f"{ds} / {fid} / {sc}: {exc}")
     if errors:
         raise WorkflowError("hyperparameters:\n  " + "\n  ".join(dict.fromkeys(errors)))
     return out
@@ -204,12 +205,12 @@ EXECUTION_ONLY = ("n_workers", "image_cache")
 def _job(w):
     """The resolved job of wildcards ``w``; a job asked for by its output path rather than by the config is
     resolved (and validated) on first use."""
-    key = (w.dataset, w.scenario, w.agent)
+    key = (w.dataset, w.fidelity, w.scenario, w.agent)
     if key not in JOB_HPARAMS:
         try:
-            JOB_HPARAMS[key] = resolve_job(PARAMS, w.dataset, w.agent, w.scenario, config)
+            JOB_HPARAMS[key] = resolve_job(PARAMS, w.dataset, w.agent, w.scenario, config, w.fidelity)
         except InputError as exc:
-            raise WorkflowError(f"hyperparameters: {key[0]} / {key[1]}: {exc}")
+            raise WorkflowError(f"hyperparameters: {key[0]} / {key[1]} / {key[2]}: {exc}")
     return JOB_HPARAMS[key]
 
 
@@ -243,16 +244,17 @@ def train_inputs(w):
         "filelists": filelist_dir(w.dataset, w.fidelity, w.scenario, w.run),
         "images": image_root_input(w.dataset),
     }
-    if hp["weights"] == "imagenet":
+    weights = initial_weights(impl, hp)  # 'none' for an external baseline's own random-init network
+    if weights == "imagenet":
         inputs["weights"] = weights_file(hp["backbone"])  # passed as --imagenet-weights; hp keeps 'imagenet'
-    elif hp["weights"] not in ("", "none"):
-        inputs["weights"] = hp["weights"]  # a local state-dict file (e.g. the demo's pre-trained weights)
+    elif weights not in ("", "none"):
+        inputs["weights"] = weights  # a local state-dict file (e.g. the demo's pre-trained weights)
     return inputs
 
 
 def imagenet_weights_args(w):
     impl, hp = job_hparams(w)
-    return ["--imagenet-weights", weights_file(hp["backbone"])] if hp["weights"] == "imagenet" else []
+    return ["--imagenet-weights", weights_file(hp["backbone"])] if initial_weights(impl, hp) == "imagenet" else []
 
 
 USE_GPU = config["train"]["device"] == "cuda"

@@ -47,9 +47,37 @@ def feature_cache_reason(impl: str, hp: dict[str, Any]) -> str | None:
     return None
 
 
+# The external baselines' adapted codes (spec 14) run their own network at their own input size: hp ``network: own``.
+# impl -> (input size: Resize(32) of spec 14.0, whether that network starts from the job's ``weights``). With
+# ``network: study`` they run the study's backbone at ``image_size`` from ``weights``, like every other agent.
+OWN_NETWORKS = {
+    "StableSGD": (32, False),  # reduced ResNet-18 (width 20), random init (spec 14.1)
+    "LwF": (32, False),  # CIFAR-stem ResNet-18, random init (spec 14.5)
+    "BiC": (32, True),  # the study's SqueezeNet 1.0 with its ImageNet weights, at 32 x 32 (spec 14.3)
+}
+
+
+def uses_own_network(impl: str, hp: dict[str, Any]) -> bool:
+    return impl in OWN_NETWORKS and hp.get("network", "study") == "own"
+
+
+def input_image_size(impl: str, hp: dict[str, Any]) -> int:
+    """The size of the images a job's loader yields: the adapted code's own (``network: own``) or ``image_size``."""
+    if uses_own_network(impl, hp):
+        return OWN_NETWORKS[impl][0]
+    return int(hp.get("image_size", 224))
+
+
+def initial_weights(impl: str, hp: dict[str, Any]) -> str:
+    """The ``weights`` a job really starts from: 'none' for an own network without pretraining, else hp ``weights``."""
+    if uses_own_network(impl, hp) and not OWN_NETWORKS[impl][1]:
+        return "none"
+    return str(hp.get("weights", "none"))
+
+
 def cache_prefixes(cache_dir: str, impl: str, hp: dict[str, Any]) -> dict[str, str]:
     """The caches one training job reads, as ``{"image_cache": prefix, "feature_cache": prefix}`` (either absent)."""
-    size = int(hp.get("image_size", 224))
+    size = input_image_size(impl, hp)
     out = {}
     if hp.get("image_cache", False):
         out["image_cache"] = f"{cache_dir}/images_{size}"

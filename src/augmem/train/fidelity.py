@@ -93,6 +93,45 @@ class TrainSwitches:
     """12.22/6.4: herding divides the candidate means by the Frobenius norm of the whole candidate matrix instead of
     normalising each candidate. Corrected: each candidate mean is L2-normalised. (iCaRL and AugMem herding.)"""
 
+    # --- external baselines (spec 14): Stable SGD, BiC, LwF ---
+    external_drop_last: bool = True
+    """14.1 q5, 14.3, 14.5 q35: the adapted codes' training loaders drop the last incomplete batch
+    (``drop_last=True``: up to B-1 images per task and epoch are never seen). Corrected: every image is used."""
+    stable_sgd_fixed_blocks: bool = True
+    """14.1 q2: the network always has 100 outputs and the task mask covers a hard-coded block of the variant's width
+    (5 in the package variant, 2 in the top-level one), whatever the dataset. Corrected: C outputs, and the mask is
+    the current task's own classes."""
+    stable_sgd_variant_eval: bool = True
+    """14.1 q1: the headline accuracy is the variant's own protocol: package variant (hp ``variant: package``) the
+    argmax over all 100 outputs (path ``ci100``), top-level variant (``variant: toplevel``) the 2-way argmax inside
+    each test image's own task (path ``ti``, task-incremental). Corrected: class-incremental over the seen classes
+    (path ``acc``). All three paths are recorded in both fidelities."""
+    bic_fixed_bias_blocks: bool = True
+    """14.3 q20: bias layer k corrects the fixed logit columns [5k, 5k+5) and stage 2 trains layer i (the task
+    index), which for 2-class tasks does not cover the new classes. Corrected: one (alpha, beta) per task, applied to
+    that task's classes."""
+    bic_hardcoded_alpha_slice: bool = True
+    """14.3 q21: alpha = (S - 5) / S and the distillation covers the first S - 2 logits (CIFAR-100's 5-class tasks
+    hard-coded; negative alpha on 2-class tasks). Corrected: alpha = S_old / S and distillation over the S_old old
+    classes."""
+    bic_one_exemplar_val_is_train: bool = True
+    """14.3 q22: one exemplar per class, and the 'validation' list is the training list, so each task is trained
+    twice per epoch and stage 2 fits the bias on one already-trained image per class. Corrected: the paper's BiC: a
+    memory of ``memory_size`` exemplars split 9:1 (with the new data) into training and held-out validation, and the
+    bias layer trained on the held-out part."""
+    bic_teacher_train_mode: bool = True
+    """14.3 q23: the old model (teacher) is in train mode, so its dropout is active, and the temperature is 5 (the
+    paper: 2). Corrected: teacher in eval mode, T = 2."""
+    lwf_shared_backbone: bool = True
+    """14.5 q32: one feature extractor object is shared by all runs of a process, so run r starts from the features
+    trained through runs 0..r-1 (only the head is new). Reference replays that: job r first trains runs 0..r-1 in
+    order (the workflow gives it their filelists) and keeps their feature extractor. Corrected: a fresh network per
+    run."""
+    lwf_sigmoid_distillation: bool = True
+    """14.5: the adapted code's loss is iCaRL's: binary cross-entropy of every output against the old model's
+    sigmoids (old classes) and one-hot targets (new classes). Corrected: Li & Hoiem's LwF on the single growing head:
+    cross-entropy over the seen classes plus the temperature-2 softmax distillation of the old classes' outputs."""
+
 
 def switch_names() -> list[str]:
     return [f.name for f in fields(TrainSwitches)]

@@ -9,8 +9,9 @@ Layers for one job (dataset D of hyperparameter family F, scenario S, agent A); 
 1. the agent's declared defaults (its ``HP`` dataclass: the original CLI's defaults, spec 5.4);
 2. ``params/agents.yaml`` ``all_agents``: what every published run script passes (spec 8), for each agent that
    declares the key;
-3. ``agents.A.hp``, then ``agents.A.overrides`` matching (family, scenario, dataset) in order (a dataset without a
-   ``family`` matches no family rule: only the agents' own values);
+3. ``agents.A.hp``, then ``agents.A.overrides`` matching (family, scenario, dataset, fidelity) in order (a dataset
+   without a ``family`` matches no family rule: only the agents' own values; a rule with ``fidelity`` applies to that
+   fidelity's jobs only, e.g. the external baselines' own networks in ``reference``);
 4. the dataset entry's ``hp`` (for each agent that declares the key), then its ``agent_hp.A``;
 5. the configuration's ``hparam_overrides.all`` (for each agent that declares the key), then ``hparam_overrides.A``.
 
@@ -91,9 +92,12 @@ class JobHParams:
     n_class: int
 
 
-def _matches(rule: Mapping, family: str | None, scenario: str, dataset: str) -> bool:
+FIDELITIES = ("reference", "corrected")
+
+
+def _matches(rule: Mapping, family: str | None, scenario: str, dataset: str, fidelity: str) -> bool:
     return (rule.get("family", family) == family and rule.get("scenario", scenario) == scenario
-            and rule.get("dataset", dataset) == dataset)
+            and rule.get("dataset", dataset) == dataset and rule.get("fidelity", fidelity) == fidelity)
 
 
 def all_declared_keys() -> set[str]:
@@ -108,9 +112,10 @@ def all_declared_keys() -> set[str]:
 
 
 def resolve_job(params: Mapping[str, Any], dataset: str, agent: str, scenario: str,
-                config: Mapping[str, Any] | None = None) -> JobHParams:
+                config: Mapping[str, Any] | None = None, fidelity: str = "reference") -> JobHParams:
     """Resolve (layers above) and validate one job's hyperparameters. ``config`` is the merged run configuration
-    (default: ``params["default"]``). InputError naming the agent, every bad key and its source."""
+    (default: ``params["default"]``); ``fidelity`` selects the override rules that name one. InputError naming the
+    agent, every bad key and its source."""
     from augmem.agents import get_agent_class
     from augmem.agents.hparams import closest, declared
 
@@ -155,8 +160,13 @@ def resolve_job(params: Mapping[str, Any], dataset: str, agent: str, scenario: s
 
     layer(params["agents"].get("all_agents"), "params/agents.yaml: all_agents", shared=True)
     layer(spec.get("hp"), f"params/agents.yaml: agents.{agent}.hp", shared=False)
+    if fidelity not in FIDELITIES:
+        raise InputError(f"unknown fidelity {fidelity!r}; expected one of {list(FIDELITIES)}")
     for i, rule in enumerate(spec.get("overrides") or []):
-        if _matches(rule, ds.get("family"), scenario, dataset):
+        if rule.get("fidelity", fidelity) not in FIDELITIES:
+            problems.append(f"params/agents.yaml: agents.{agent}.overrides[{i}]: unknown fidelity "
+                            f"{rule['fidelity']!r}; expected one of {list(FIDELITIES)}")
+        if _matches(rule, ds.get("family"), scenario, dataset, fidelity):
             layer(rule.get("hp"), f"params/agents.yaml: agents.{agent}.overrides[{i}]", shared=False)
     layer(ds.get("hp"), f"datasets: {dataset}.hp", shared=True)
     layer((ds.get("agent_hp") or {}).get(agent), f"datasets: {dataset}.agent_hp.{agent}", shared=False)
@@ -178,7 +188,7 @@ def resolve_job(params: Mapping[str, Any], dataset: str, agent: str, scenario: s
 
 
 def resolve_hparams(params: Mapping[str, Any], dataset: str, agent: str, scenario: str,
-                    config: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+                    config: Mapping[str, Any] | None = None, fidelity: str = "reference") -> tuple[str, dict[str, Any]]:
     """(impl, complete hp) of one job: :func:`resolve_job` without the bookkeeping."""
-    job = resolve_job(params, dataset, agent, scenario, config)
+    job = resolve_job(params, dataset, agent, scenario, config, fidelity)
     return job.impl, job.hp

@@ -118,10 +118,11 @@ def choose_inputs(agent, hp: dict[str, Any], image_root: str | Path, image_cache
     decoded-image cache when given, else the image files. The kind is ``front_features``, ``decoded_cache`` or
     ``pixels`` (metrics.json ``meta.inputs``). A cache that does not fit the run (image size, front weights) is an
     InputError; a feature cache the agent cannot use is skipped with a log line saying why."""
+    from augmem.data.cache_plan import input_image_size
     from augmem.data.feature_cache import CachedFeatureDataset, feature_cache_reason
     from augmem.data.image_cache import CachedImageDataset
 
-    size = int(hp.get("image_size", 224))
+    size = input_image_size(agent.name, hp)  # image_size, or an external baseline's own network's input (32)
     transform = study_transform(size)
     if image_cache is not None:
         pixels = lambda fl: CachedImageDataset(fl, image_cache, image_size=size)  # noqa: E731
@@ -202,6 +203,14 @@ class Predictions:
     pred: dict[str, torch.Tensor]
 
 
+def predict(agent, x: torch.Tensor, y) -> dict[str, torch.Tensor]:
+    """``agent.predict(x)``; agents with task-incremental output paths (``predict_uses_labels``, e.g. Stable SGD's
+    ``ti``: the argmax within each image's own task) also get the true labels, from which they read only the task."""
+    if getattr(agent, "predict_uses_labels", False):
+        return agent.predict(x, torch.as_tensor(y).to(x.device))
+    return agent.predict(x)
+
+
 def predict_subset(agent, dataset, indices: list[int], batch_size: int, n_workers: int,
                    loader=None, generator: torch.Generator | None = None) -> Predictions:
     """One pass of ``agent.predict`` over ``dataset[indices]`` (in that order); ``loader`` (optional) is a loader
@@ -213,7 +222,7 @@ def predict_subset(agent, dataset, indices: list[int], batch_size: int, n_worker
             loader = make_loader(torch.utils.data.Subset(dataset, indices), batch_size, n_workers, agent.device,
                                  generator)
         for x, y in loader:
-            out = agent.predict(x.to(agent.device))
+            out = predict(agent, x.to(agent.device), y)
             missing = set(paths) - set(out)
             if missing:
                 raise RuntimeError(f"agent {agent.name}: predict() lacks output path(s) {sorted(missing)}")
@@ -268,7 +277,7 @@ def visualization_arrays(agent, dataset, test_idx: list[int], test_labels: list[
         loader = make_loader(torch.utils.data.Subset(dataset, chosen), batch_size, n_workers, agent.device, generator)
         for x, y in loader:
             xd = x.to(agent.device)
-            pred.append(agent.predict(xd)[primary].cpu())
+            pred.append(predict(agent, xd, y)[primary].cpu())
             extra = agent.visualization(xd) if has_viz else {}
             if "logits" in extra:
                 lg = extra["logits"]
@@ -490,7 +499,9 @@ def _run_stream(agent, run_dir, image_root, out_dir, *, hp, switches, meta, seed
 
     meta.setdefault("device", str(agent.device))
     meta.setdefault("torch", torch.__version__)
-    meta.setdefault("image_size", int(hp.get("image_size", 224)))
+    from augmem.data.cache_plan import input_image_size
+
+    meta.setdefault("image_size", input_image_size(agent.name, hp))
     meta.setdefault("inputs", "pixels")
     meta.setdefault("seed", int(seed))
     meta.setdefault("n_class", agent.n_class)
