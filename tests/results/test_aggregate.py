@@ -149,7 +149,7 @@ def test_fixture_tree_tidy_runs(results_tree, aggregated):
     # one summary row per cell, agents in the stable order
     assert len(summary) == len(SCENARIOS) * len(AGENTS)
     assert summary[summary["scenario"] == "class_iid"]["agent"].tolist() == \
-        ["lower_bound", "upper_bound", "ewc", "augmem", "augmem_noreg"]
+        ["augmem", "ewc", "lower_bound", "upper_bound", "augmem_noreg"]
     assert (summary["n_runs"] == N_RUNS).all()
     assert set(summary["path"]) == {"acc", "mem"}
     # per-task rows: all paths, primary flagged

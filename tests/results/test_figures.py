@@ -18,7 +18,7 @@ from stages import figures as stage
 
 from .conftest import AGENTS, DATASET, FIDELITY, N_RUNS, PUBLISHED_DIR, acc_matrix
 
-AGENT_LIST = list(AGENTS)
+AGENT_LIST = sort_agents(AGENTS)  # the paper's order
 
 
 def _data_axes(fig):
@@ -37,7 +37,7 @@ def viz(results_tree):
 def test_style_order_and_consistency():
     names = ["augmem_zzz", "REMIND (imported)", "icarl", "augmem_noreg", "augmem", "lower_bound", "my_agent",
              "augmem_memslot50", "AAN (imported)", "upper_bound"]
-    assert sort_agents(names) == ["lower_bound", "upper_bound", "icarl", "augmem", "augmem_memslot50",
+    assert sort_agents(names) == ["augmem", "icarl", "lower_bound", "upper_bound", "augmem_memslot50",
                                   "augmem_noreg", "augmem_zzz", "my_agent", "AAN (imported)", "REMIND (imported)"]
     colours = [agent_colour(a) for a in AGENT_ORDER]
     assert len(set(colours)) == len(colours)
@@ -87,11 +87,11 @@ def test_imported_rows_join_the_curves(tmp_path, metrics_writer):
     pt = agg.per_task(runs)
     fig = F.plot_accuracy(pt, "core50", "class_iid", FIDELITY)
     lines = fig.axes[0].get_lines()
-    assert [ln.get_label() for ln in lines] == ["EWC (n=2)", "AugMem (n=2)", "AAN (imported) (n=10)", "chance"]
+    assert [ln.get_label() for ln in lines] == ["AugMem (n=2)", "EWC (n=2)", "AAN (imported) (n=10)", "chance"]
     assert lines[2].get_linestyle() == "-." and len(lines[2].get_xdata()) == 5
     summary = agg.summarise(runs)
     bars = F.plot_average_accuracy(summary, "core50", FIDELITY)
-    assert [t.get_text() for t in bars.axes[0].get_xticklabels()] == ["EWC", "AugMem", "AAN (imported)"]
+    assert [t.get_text() for t in bars.axes[0].get_xticklabels()] == ["AugMem", "EWC", "AAN (imported)"]
 
 
 # ------------------------------------------------------------------------------------------------- bars, ablation

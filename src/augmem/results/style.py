@@ -1,7 +1,9 @@
 """One look per agent across every table and figure: a stable order, a display label, a colour and a marker.
 
-Order: the bounds, the regularisation baselines, the rehearsal baselines, AugMem, its ablations (agents named
-``augmem_*``), any other agent, and imported rows (agent names ending in ``(imported)``) last. Known agents have
+Order: the paper's (its table and ``*_aaai.m`` figures): AugMem, EWC (online EWC beside it), GEM, A-GEM, iCaRL, L2,
+MAS, naive rehearsal, SI, then the external baselines Stable SGD, GSS, BiC, CoPE, LwF (REMIND after them), then the
+bounds; then AugMem's ablations (agents named ``augmem_*``), any other agent, and imported rows (agent names ending in
+``(imported)``) last. Known agents have
 fixed colours; an unknown agent gets a colour and marker picked by a stable hash of its name, so it looks the same in
 every figure whatever other agents are drawn with it.
 """
@@ -11,9 +13,11 @@ import zlib
 
 #: Stable order of the agents this project trains (params/agents.yaml names).
 AGENT_ORDER = [
-    "lower_bound", "upper_bound", "l2", "ewc", "ewc_online", "si", "mas", "naive_rehearsal", "gem", "agem",
-    "icarl", "augmem",
+    "augmem", "ewc", "ewc_online", "gem", "agem", "icarl", "l2", "mas", "naive_rehearsal", "si",
+    "stable_sgd", "gss", "bic", "cope", "lwf", "remind", "lower_bound", "upper_bound",
 ]
+#: The external baselines of spec 14 (adapted third-party code).
+EXTERNAL = ("stable_sgd", "gss", "bic", "cope", "lwf", "remind")
 #: The published ablations (spec 8.3), in the order of the paper; other ``augmem_*`` names sort after them.
 ABLATION_ORDER = [
     "augmem_memslot50", "augmem_memsz100", "augmem_sparse", "augmem_nologits", "augmem_noreg", "augmem_noreplay",
@@ -26,7 +30,8 @@ BOUNDS = ("lower_bound", "upper_bound")
 _LABELS = {
     "lower_bound": "Lower bound", "upper_bound": "Upper bound (offline)", "l2": "L2", "ewc": "EWC",
     "ewc_online": "Online EWC", "si": "SI", "mas": "MAS", "naive_rehearsal": "Naive rehearsal", "gem": "GEM",
-    "agem": "A-GEM", "icarl": "iCaRL", "augmem": "AugMem",
+    "agem": "A-GEM", "icarl": "iCaRL", "augmem": "AugMem", "stable_sgd": "Stable SGD", "gss": "GSS", "bic": "BiC",
+    "cope": "CoPE", "lwf": "LwF", "remind": "REMIND",
 }
 _ABLATION_LABELS = {
     "augmem_memslot50": "50 memory slots", "augmem_memsz100": "memory size 100", "augmem_sparse": "sparseness β=1",
@@ -39,6 +44,8 @@ _COLOURS = {
     "lower_bound": "#7f7f7f", "upper_bound": "#000000", "l2": "#1f77b4", "ewc": "#ff7f0e", "ewc_online": "#ffbb78",
     "si": "#2ca02c", "mas": "#9467bd", "naive_rehearsal": "#8c564b", "gem": "#e377c2", "agem": "#f7b6d2",
     "icarl": "#17becf", "augmem": "#d62728",
+    "stable_sgd": "#bcbd22", "gss": "#aec7e8", "bic": "#98df8a", "cope": "#c5b0d5", "lwf": "#c49c94",
+    "remind": "#9edae5",
     # ablations: a separate (tab20b) palette, so they never share a colour with a baseline
     "augmem_memslot50": "#393b79", "augmem_memsz100": "#637939", "augmem_sparse": "#8c6d31",
     "augmem_nologits": "#843c39", "augmem_noreg": "#7b4173", "augmem_noreplay": "#bd9e39",
@@ -48,6 +55,7 @@ _COLOURS = {
 _MARKERS = {
     "lower_bound": "v", "upper_bound": "^", "l2": "o", "ewc": "s", "ewc_online": "D", "si": "P", "mas": "X",
     "naive_rehearsal": "<", "gem": ">", "agem": "h", "icarl": "p", "augmem": "*",
+    "stable_sgd": "8", "gss": "1", "bic": "2", "cope": "3", "lwf": "4", "remind": "+",
     "AAN (imported)": "d", "REMIND (imported)": "H",
 }
 _ABLATION_MARKERS = ["o", "s", "D", "^", "v", "<", ">", "P"]
