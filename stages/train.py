@@ -150,7 +150,7 @@ def main(argv=None) -> int:
                 "agent": args.agent,
                 "impl": impl, "run": args.run, "fidelity": args.fidelity, "seed": seed, "n_class": n_class,
                 "device": device, "torch": torch.__version__, "image_size": input_image_size(impl, hp),
-                "initial_weights": initial_weights(impl, hp)}
+                "initial_weights": initial_weights(impl, hp), "notes": agent.result_notes()}
         log = lambda m: print(m, flush=True)  # noqa: E731
         if args.feature_cache is None and impl == "AugMem" and hp["feature_cache"]:
             from augmem.data.feature_cache import feature_cache_reason

@@ -65,7 +65,7 @@ def write_metrics(root: Path, *, agent: str, run: int, scenario: str = "class_ii
                   kind: str = KIND, fidelity: str = FIDELITY, matrix: list[list], test_all: list | None = None,
                   test_first: list | None = None, direct_matrix: list[list] | None = None,
                   total_s: float = 10.0, memory_bytes: dict | None = None, hparams: dict | None = None,
-                  impl: str | None = None, health="auto") -> Path:
+                  impl: str | None = None, health="auto", meta: dict | None = None) -> Path:
     """Write one run's metrics.json (metrics_format.md); test_all / test_first default to the matrix's row means /
     first column (equal class sizes); ``hparams`` are added to the default ones, ``impl`` replaces the default
     implementation (AugMem / NormalNN). ``health``: "auto" (AugMem agents: a healthy memory; others: none), None (no
@@ -102,7 +102,8 @@ def write_metrics(root: Path, *, agent: str, run: int, scenario: str = "class_ii
     data = {
         "meta": {"dataset": dataset, "kind": kind, "scenario": scenario, "agent": agent,
                  "impl": impl or ("AugMem" if is_augmem else "NormalNN"), "run": run, "fidelity": fidelity, "seed": run,
-                 "n_class": N_CLASS, "device": "cpu", "torch": "2.14.1", "image_size": 32, "inputs": "pixels"},
+                 "n_class": N_CLASS, "device": "cpu", "torch": "2.14.1", "image_size": 32, "inputs": "pixels",
+                 **(meta or {})},
         "hparams": {"lr": 0.001, "visualize": run == 0, **(hparams or {})},
         "switches": {"keep_best_on_test": True},
         "primary_path": primary,

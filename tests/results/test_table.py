@@ -136,3 +136,37 @@ def test_stage_writes_md_csv_tex(tmp_path, summary):
     with pytest.raises(SystemExit) as exc:
         stage.main(["--summary", str(tmp_path / "missing.csv"), "--out-md", str(out / "x.md")])
     assert str(exc.value).startswith("error: ") and "missing.csv" in str(exc.value)
+
+
+def test_run_notes_and_initial_weights_reach_the_table(tmp_path, metrics_writer):
+    """meta.notes -> runs/summary ``notes`` -> a ¶ mark and a note naming the agent and columns (Markdown, LaTeX,
+    CSV round trip); meta.initial_weights 'none' (an own random-init network) -> † even when hparams.weights names a
+    file."""
+    from .conftest import acc_matrix
+
+    note = "reference BiC runs the classes-per-task variant (spec 14.3 q18)"
+    paths = []
+    for sc in ("class_iid", "class_instance"):
+        for r in range(2):
+            paths.append(metrics_writer(tmp_path, agent="bic", scenario=sc, run=r, matrix=acc_matrix(0.5, r),
+                                        impl="BiC", meta={"notes": [note] if sc == "class_iid" else []}))
+            paths.append(metrics_writer(tmp_path, agent="stable_sgd", scenario=sc, run=r, matrix=acc_matrix(0.4, r),
+                                        impl="StableSGD", hparams={"weights": "data/weights/w.pth"},
+                                        meta={"initial_weights": "none"}))
+    runs = agg.load_runs(paths)
+    assert set(runs.loc[runs["agent"] == "bic", "notes"]) == {note, ""}
+    summary = agg.summarise(runs)
+    t = build_table(summary)
+    assert t.mark("bic", "core50_demo/class_iid") == "¶" and t.mark("bic", "core50_demo/class_instance") == ""
+    assert t.mark("stable_sgd", "core50_demo/class_iid") == "†"
+    md = to_markdown(t)
+    assert f"¶ BiC (core50_demo class_iid): {note}" in md
+    assert _row(md, "BiC")[1].endswith("¶")
+    assert r"$^\P$" in to_latex(t)
+    csv = tmp_path / "t.csv"
+    csv.write_text(to_csv_text(t))
+    assert to_markdown(read_table_csv(csv)) == md
+    # a malformed note is an error naming the file
+    bad = metrics_writer(tmp_path / "bad", agent="bic", run=0, matrix=acc_matrix(0.5, 0), meta={"notes": "text"})
+    with pytest.raises(InputError, match="meta.notes must be a list"):
+        agg.load_runs([bad])

@@ -216,6 +216,12 @@ class Agent:
         """Bytes the method stores beyond the network, by kind (e.g. {"images": ..., "importance": ...})."""
         return {}
 
+    def result_notes(self) -> list[str]:
+        """What a reader of this run's numbers must know (metrics.json ``meta.notes``; the results table marks the
+        cell with ``¶`` and prints the note), e.g. that a reference external baseline runs the nearest runnable
+        variant of its adapted code. None by default."""
+        return []
+
     # ----------------------------------------------------------------------------------------------------- state
     def checkpoint_state(self) -> dict[str, Any]:
         return {

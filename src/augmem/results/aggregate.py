@@ -78,7 +78,7 @@ RUNS_COLUMNS = [
     "train_s", "eval_s", "total_s", "weights", "freeze_feature_extract", "memory_size", "memory_size_unit",
     "memory_bytes_total", "memory_bytes", "health_collapsed", "health_regimes", "health_keys_per_image", "health_map",
     "health_max_attention", "health_uniform_keys", "health_slots_used", "health_distinct_codes",
-    "health_shared_codes", "n_test", "source",
+    "health_shared_codes", "n_test", "notes", "source",
 ]
 #: ``hparams.weights`` of a run that started from random weights.
 RANDOM_WEIGHTS = "none"
@@ -171,7 +171,9 @@ def _hparam_fields(data: dict, impl, path: Path) -> dict:
     """weights, freeze_feature_extract, memory_size and its unit of one run (None where metrics.json lacks them)."""
     hp = data.get("hparams")
     hp = hp if isinstance(hp, dict) else {}
-    weights = hp.get("weights")
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    # the weights the run really started from (an external baseline's own random-init network: 'none')
+    weights = meta.get("initial_weights", hp.get("weights"))
     freeze = hp.get("freeze_feature_extract")
     unit = memory_size_unit(impl)
     size = hp.get("memory_size") if unit is not None else None
@@ -180,6 +182,15 @@ def _hparam_fields(data: dict, impl, path: Path) -> dict:
     return {"weights": None if weights is None else str(weights),
             "freeze_feature_extract": None if freeze is None else bool(freeze),
             "memory_size": size, "memory_size_unit": unit}
+
+
+def run_notes(meta: dict, path: Path) -> str:
+    """A run's notes (metrics.json ``meta.notes``: what a reader of its numbers must know, e.g. the variant a
+    reference external baseline runs), "; "-joined ('' for none)."""
+    notes = meta.get("notes") or []
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise InputError(f"{path}: meta.notes must be a list of strings, got {notes!r}")
+    return "; ".join(notes)
 
 
 def _regime_text(regimes) -> str:
@@ -308,7 +319,7 @@ def metrics_rows(data: dict, path: str | Path) -> list[dict]:
                 "total_s": _num(timing.get("total_s")), **hp_fields,
                 "memory_bytes_total": _num(data.get("memory_bytes_total")),
                 "memory_bytes": json.dumps(mem, sort_keys=True), **health_fields, "n_test": data.get("n_test"),
-                "source": str(path),
+                "notes": run_notes(meta, path), "source": str(path),
             })
     return rows
 
@@ -448,7 +459,7 @@ def load_imported(published_dir: str | Path, datasets) -> pd.DataFrame:
                     "acc_row": None, "n_train": None, "selected_epoch": None, "train_s": math.nan,
                     "eval_s": math.nan, "total_s": math.nan, "weights": None, "freeze_feature_extract": None,
                     "memory_size": None, "memory_size_unit": None, "memory_bytes_total": math.nan, "memory_bytes": "{}",
-                    "n_test": None, "source": str(files["all"]),
+                    "n_test": None, "notes": "", "source": str(files["all"]),
                 })
     return sort_runs(pd.DataFrame(rows, columns=RUNS_COLUMNS))
 
@@ -655,7 +666,8 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
                 "total_s": r["total_s"].iloc[0], "memory_bytes_total": r["memory_bytes_total"].iloc[0],
                 **{f"memory_bytes_{k}": float(mem[k]) if mem.get(k) is not None else math.nan for k in mem_kinds},
                 **{k: r[k].iloc[0] for k in ("weights", "freeze_feature_extract", "memory_size", "memory_size_unit",
-                                             "health_collapsed", "health_regimes", *HEALTH_FIGURES) if k in r},
+                                             "health_collapsed", "health_regimes", "notes", *HEALTH_FIGURES)
+                   if k in r},
             })
         pr = pd.DataFrame(per_run)
         kept = pr[pr["run"].isin(keep_ids)]
@@ -678,6 +690,7 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
         chances = [_chance(cell["scenario"], n, c) for n, c in zip(chances["n_seen"], chances["n_class"])]
         rec["chance_avg"] = _mean(chances)
         rec["chance_final"] = _chance(cell["scenario"], last["n_seen"].max(), last["n_class"].max())
+        rec["notes"] = cell_notes(pr["notes"] if "notes" in pr else [])
         rec["memory_size"] = _one(pr["memory_size"])
         rec["memory_size_unit"] = _one(pr["memory_size_unit"])
         rec["memory_bytes_total"] = _mean(pr["memory_bytes_total"])
@@ -706,6 +719,16 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
     out = out.assign(_a=out["agent"].map(agent_sort_key))
     out = out.sort_values(["dataset", "scenario", "fidelity", "_a"], kind="stable")
     return out.drop(columns=["_a"]).reset_index(drop=True)
+
+
+def cell_notes(values) -> str:
+    """The distinct notes of a cell's runs, in order of first appearance, "; "-joined ('' for none)."""
+    seen: list[str] = []
+    for v in values:
+        for note in (str(v).split("; ") if _present(v) and str(v) else []):
+            if note not in seen:
+                seen.append(note)
+    return "; ".join(seen)
 
 
 def _health_summary(pr: pd.DataFrame) -> dict:
@@ -740,13 +763,14 @@ def _read_table(path, required) -> pd.DataFrame:
     df = read_csv_checked(path, required, dtype={c: str for c in ("dataset", "kind", "scenario", "agent", "fidelity",
                                                                   "path", "runs", "run_filter", "weights",
                                                                   "memory_size_unit", "health_regimes",
-                                                                  "health_map")},
+                                                                  "health_map", "notes")},
                           keep_default_na=True)
     for col in ("primary", "imported", "random_init", "random_frozen_front"):
         if col in df:
             df[col] = df[col].map(lambda v: str(v).strip().lower() == "true")
-    if "runs" in df:
-        df["runs"] = df["runs"].fillna("")
+    for col in ("runs", "notes"):
+        if col in df:
+            df[col] = df[col].fillna("")
     for col in HEALTH_COUNTS:
         if col in df:
             df[col] = pd.array([int(v) if _present(v) else None for v in df[col]], dtype="Int64")

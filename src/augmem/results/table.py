@@ -15,11 +15,15 @@ Cells where AugMem's memory collapsed in at least one run (metrics.json ``health
 ``†`` / ``‡``), and the note under the table gives each such cell's counts: its memory path does not carry
 hypotheses. The counts are over all the cell's runs (before the run filter, like the other marks).
 
+Cells whose runs carry notes (metrics.json ``meta.notes``; summary column ``notes``), such as the variant a reference
+external baseline runs where its adapted code cannot run as published, carry ``¶``, and the note under the table
+names the agent, the columns and the note.
+
 The CSV form holds the numbers: a ``# caption`` comment line (then one ``# note`` line per marker used), then one
 row per agent with ``agent``, ``label``, ``imported`` and, per column ``C`` (``dataset/scenario[/fidelity]``),
 ``C|mean``, ``C|sem``, ``C|n``, ``C|best``, ``C|random_init``, ``C|random_frozen_front``, ``C|collapsed`` and the
 counts behind the ``§`` note, ``C|n_collapsed``, ``C|n_health``, ``C|n_shared_codes``, ``C|n_uniform_reads`` (empty
-for cells without health). ``read_table_csv`` reads it back (a CSV written before the flag or count columns existed
+for cells without health), and ``C|notes`` (the ``¶`` notes, "; "-joined). ``read_table_csv`` reads it back (a CSV written before the flag or count columns existed
 reads them as False / empty) and ``to_markdown`` renders it, so CSV -> Markdown gives the same numbers and marks.
 """
 from __future__ import annotations
@@ -39,13 +43,14 @@ from augmem.results.style import BOUNDS, agent_label, is_imported, sort_agents
 
 #: per-cell health counts (summary columns of the same names): runs with a verdict, collapsed, per regime
 HEALTH_COUNTS = ("n_collapsed", "n_health", "n_shared_codes", "n_uniform_reads")
-STATS = ("mean", "sem", "n", "best", "random_init", "random_frozen_front", "collapsed", *HEALTH_COUNTS)
-#: statistics a CSV written before they existed may lack (flags read as False, counts as empty)
-OPTIONAL_STATS = ("random_init", "random_frozen_front", "collapsed", *HEALTH_COUNTS)
+STATS = ("mean", "sem", "n", "best", "random_init", "random_frozen_front", "collapsed", *HEALTH_COUNTS, "notes")
+#: statistics a CSV written before they existed may lack (flags read as False, counts and notes as empty)
+OPTIONAL_STATS = ("random_init", "random_frozen_front", "collapsed", *HEALTH_COUNTS, "notes")
 #: cell markers and the notes under the table
 RANDOM_INIT_MARK = "†"
 RANDOM_FROZEN_MARK = "‡"
 COLLAPSED_MARK = "§"
+NOTE_MARK = "¶"
 #: the end of the collapse note (its counts come first, per cell: ``ResultsTable.collapse_note``)
 COLLAPSED_NOTE = "its memory path does not carry hypotheses; see metrics.json `health`."
 NOTES = {
@@ -72,6 +77,7 @@ class ResultsTable:
     random_frozen_front: pd.DataFrame | None = None  # ... and that random front was frozen
     collapsed: pd.DataFrame | None = None  # agents x columns, True where AugMem's memory collapsed in some run
     health: dict = field(default_factory=dict)  # HEALTH_COUNTS name -> agents x columns (Int64, <NA>: no health)
+    run_notes: pd.DataFrame | None = None  # agents x columns, the cell's notes ("; "-joined, '' for none)
 
     def marks(self, agent: str, column: str) -> list[str]:
         """The cell's markers: ``‡`` frozen random front or ``†`` random-init front, then ``§`` collapsed memory."""
@@ -82,7 +88,25 @@ class ResultsTable:
             out.append(RANDOM_INIT_MARK)
         if self.collapsed is not None and bool(self.collapsed.loc[agent, column]):
             out.append(COLLAPSED_MARK)
+        if self.cell_notes(agent, column):
+            out.append(NOTE_MARK)
         return out
+
+    def cell_notes(self, agent: str, column: str) -> list[str]:
+        if self.run_notes is None:
+            return []
+        text = self.run_notes.loc[agent, column]
+        return [n for n in str(text).split("; ") if n] if isinstance(text, str) else []
+
+    def note_lines(self) -> list[str]:
+        """The ``¶`` notes: per agent and note, the columns it applies to."""
+        found: dict[tuple[str, str], list[str]] = {}
+        for a in self.agents:
+            for c in self.columns:
+                for note in self.cell_notes(a, c):
+                    found.setdefault((a, note), []).append(_header(c))
+        return [f"{NOTE_MARK} {self.labels.get(a, agent_label(a))} ({', '.join(cols)}): {note}"
+                for (a, note), cols in found.items()]
 
     def mark(self, agent: str, column: str) -> str:
         """The cell's markers as one string (``‡§``, ``†``, ``§``, ...; '' for none)."""
@@ -116,7 +140,7 @@ class ResultsTable:
         used = {m for a in self.agents for c in self.columns for m in self.marks(a, c)}
         notes = [f"{m} {NOTES[m]}" for m in (RANDOM_INIT_MARK, RANDOM_FROZEN_MARK) if m in used]
         collapse = self.collapse_note()
-        return notes + ([collapse] if collapse else [])
+        return notes + ([collapse] if collapse else []) + self.note_lines()
 
 
 def _fidelity_order(fidelities) -> list[str]:
@@ -154,6 +178,7 @@ def build_table(summary: pd.DataFrame, exclude_from_best=BOUNDS) -> ResultsTable
     random_frozen = pd.DataFrame(False, index=agents, columns=columns)
     collapsed = pd.DataFrame(False, index=agents, columns=columns)
     health = {k: pd.DataFrame(pd.NA, index=agents, columns=columns, dtype="Int64") for k in HEALTH_COUNTS}
+    run_notes = pd.DataFrame("", index=agents, columns=columns, dtype=object)
     for r in summary.itertuples(index=False):
         flags = r._asdict()
         if by_fidelity:
@@ -173,6 +198,8 @@ def build_table(summary: pd.DataFrame, exclude_from_best=BOUNDS) -> ResultsTable
             for k in HEALTH_COUNTS:
                 health[k].loc[r.agent, c] = _count(flags.get(k))
             collapsed.loc[r.agent, c] = (_count(flags.get("n_collapsed")) or 0) > 0
+            note = flags.get("notes")
+            run_notes.loc[r.agent, c] = note if isinstance(note, str) else ""
     best = pd.DataFrame(False, index=agents, columns=columns)
     candidates = [a for a in agents if a not in set(exclude_from_best)]
     for c in columns:
@@ -185,7 +212,7 @@ def build_table(summary: pd.DataFrame, exclude_from_best=BOUNDS) -> ResultsTable
                "accuracy on all seen classes. Bold: best per column (bounds excluded). Run filter: "
                + "; ".join(filters) + ".")
     return ResultsTable(agents, columns, mean, sem, n, best, caption, {a: agent_label(a) for a in agents},
-                        random_init, random_frozen, collapsed, health)
+                        random_init, random_frozen, collapsed, health, run_notes)
 
 
 def _count(value) -> int | None:
@@ -238,7 +265,7 @@ def to_markdown(table: ResultsTable) -> str:
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
         "±": r"$\pm$", "β": r"$\beta$", "—": "---", RANDOM_INIT_MARK: r"$^\dagger$",
-        RANDOM_FROZEN_MARK: r"$^\ddagger$", COLLAPSED_MARK: r"$^\S$"}
+        RANDOM_FROZEN_MARK: r"$^\ddagger$", COLLAPSED_MARK: r"$^\S$", NOTE_MARK: r"$^\P$"}
 
 
 def _tex(text: str) -> str:
@@ -311,6 +338,7 @@ def to_csv_text(table: ResultsTable) -> str:
             counts = table.health.get(stat)
             data[f"{c}|{stat}"] = counts[c].array if counts is not None else pd.array([pd.NA] * len(table.agents),
                                                                                       dtype="Int64")
+        data[f"{c}|notes"] = table.run_notes[c].to_numpy() if table.run_notes is not None else ""
     buf = io.StringIO()
     buf.write("# " + table.caption.replace("\n", " ") + "\n")
     for note in table.notes():
@@ -359,7 +387,12 @@ def read_table_csv(path: str | Path) -> ResultsTable:
         return pd.DataFrame({c: pd.array([_count(v) for v in df[f"{c}|{stat}"]] if f"{c}|{stat}" in df.columns
                                          else [None] * len(agents), dtype="Int64") for c in columns}, index=agents)
 
+    def texts(stat):
+        return pd.DataFrame({c: [v if isinstance(v, str) else "" for v in df[f"{c}|{stat}"]]
+                             if f"{c}|{stat}" in df.columns else [""] * len(agents) for c in columns},
+                            index=agents, dtype=object)
+
     labels = dict(zip(agents, df["label"])) if "label" in df.columns else {}
     return ResultsTable(agents, columns, block("mean", float), block("sem", float), block("n", int), flags("best"),
                         first[2:], labels, flags("random_init"), flags("random_frozen_front"), flags("collapsed"),
-                        {k: counts(k) for k in HEALTH_COUNTS})
+                        {k: counts(k) for k in HEALTH_COUNTS}, texts("notes"))
