@@ -3,6 +3,10 @@
 One job = one (dataset, fidelity, scenario, agent, run), seeded with ``seed_base + run`` (the original seeded once
 per process and ran all runs in a row, so its run r depended on runs 0..r-1). Writes ``<out>/metrics.json`` (and
 ``viz.npz`` when the hyperparameters ask for it); resumes from ``<out>/checkpoint.pt`` after a kill.
+
+Reference LwF (switch ``lwf_shared_backbone``, spec 14.5 q32) shared one feature extractor across the runs of its
+process: job r is given the filelists of runs 0..r-1 (``--previous-runs``), trains them in order first (each with its
+own seed, in a temporary folder it removes) and starts run r from the feature extractor they leave.
 """
 from __future__ import annotations
 
@@ -49,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--feature-cache", default=None, metavar="PREFIX",
                     help="frozen-feature cache <PREFIX>.f16/.json (stages.feature_cache); used when the agent can "
                          "(AugMem, frozen SqueezeNet front, weights not 'none'), else the image cache or files")
+    ap.add_argument("--previous-runs", nargs="*", default=[], metavar="FOLDER",
+                    help="run folders 0..run-1, in order, for agents that continue from earlier runs (reference LwF)")
     ap.add_argument("--stop-after-task", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a kill
     return ap.parse_args(argv)
 
@@ -105,6 +111,46 @@ def check_out(args) -> None:
     check_writable(Path(args.out) / "metrics.json")
 
 
+def train_previous_runs(args, cls, n_class: int, hp: dict, switches, device: str, impl: str):
+    """Train runs 0..run-1 (``--previous-runs``) in order, each from the backbone the one before left, and return
+    that backbone's state (None when there are none). Only for agents whose reference chains runs; the folders must
+    be exactly runs 0..run-1."""
+    import tempfile
+
+    from augmem.train.fidelity import chains_runs
+    from augmem.train.loop import run_stream
+    from augmem.train.seeding import seed_everything
+
+    chained = chains_runs(impl, args.fidelity, hp.get("switch_overrides"))
+    if not chained:
+        if args.previous_runs:
+            raise InputError(f"--previous-runs: agent {impl} at fidelity {args.fidelity} does not continue from "
+                             "earlier runs")
+        return None
+    names = [Path(f).name for f in args.previous_runs]
+    if names != [f"run{k}" for k in range(args.run)]:
+        raise InputError(f"--previous-runs: {impl} ({args.fidelity}) run {args.run} needs the folders of runs "
+                         f"0..{args.run - 1} in order (run0 run1 ...), got {names or 'none'}")
+    state = None
+    out_parent = Path(args.out).parent
+    out_parent.mkdir(parents=True, exist_ok=True)
+    for k, folder in enumerate(args.previous_runs):
+        seed = args.seed_base + k
+        seed_everything(seed)
+        agent = cls(n_class, hp, switches, device)
+        if state is not None:
+            agent.load_backbone_state(state)
+        meta = {"dataset": args.dataset, "scenario": args.scenario, "agent": args.agent, "impl": impl, "run": k,
+                "fidelity": args.fidelity, "seed": seed, "previous_run_of": args.run}
+        # a folder of this process's own, removed afterwards (the previous runs' numbers are not outputs)
+        with tempfile.TemporaryDirectory(prefix=f".{Path(args.out).name}.previous-run{k}.", dir=out_parent) as tmp:
+            run_stream(agent, folder, args.image_root, tmp, hp=hp, switches=switches, meta=meta, seed=seed,
+                       image_cache=args.image_cache, feature_cache=args.feature_cache,
+                       log=lambda m, k=k: print(f"[previous run {k}] {m}", flush=True))
+        state = agent.backbone_state()
+    return state
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -143,7 +189,12 @@ def main(argv=None) -> int:
             switches = train_switches(args.fidelity, hp.get("switch_overrides"))
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        carried = train_previous_runs(args, cls, n_class, hp, switches, device, impl)
+        if carried is not None:
+            seed_everything(seed)  # the previous runs drew from the global RNGs
         agent = cls(n_class, hp, switches, device)
+        if carried is not None:
+            agent.load_backbone_state(carried)
         hp = agent.hp
         # "kind": the hyperparameter family under its old name (the results' published run filter reads it)
         meta = {"dataset": args.dataset, "kind": ds_meta["family"], **ds_meta, "scenario": args.scenario,
@@ -151,6 +202,10 @@ def main(argv=None) -> int:
                 "impl": impl, "run": args.run, "fidelity": args.fidelity, "seed": seed, "n_class": n_class,
                 "device": device, "torch": torch.__version__, "image_size": input_image_size(impl, hp),
                 "initial_weights": initial_weights(impl, hp), "notes": agent.result_notes()}
+        if args.previous_runs:
+            meta["previous_runs"] = [Path(f).name for f in args.previous_runs]
+            meta["notes"].append(f"reference {impl}: run r starts from the feature extractor trained through runs "
+                                 "0..r-1 of its process (spec 14.5 q32)")
         log = lambda m: print(m, flush=True)  # noqa: E731
         if args.feature_cache is None and impl == "AugMem" and hp["feature_cache"]:
             from augmem.data.feature_cache import feature_cache_reason

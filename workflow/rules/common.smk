@@ -11,6 +11,7 @@ from augmem.data import layouts
 from augmem.data.cache_plan import initial_weights
 from augmem.io import InputError
 from augmem.models.backbones import ARCHS as BACKBONE_ARCHS, imagenet_weights_file
+from augmem.train.fidelity import chains_runs
 from augmem.train.hparams import merged_datasets, resolve_job
 
 validate(config, "../schemas/config.schema.yaml")
@@ -244,12 +245,29 @@ def train_inputs(w):
         "filelists": filelist_dir(w.dataset, w.fidelity, w.scenario, w.run),
         "images": image_root_input(w.dataset),
     }
+    previous = previous_run_dirs(w)
+    if previous:
+        inputs["previous_runs"] = previous  # reference LwF trains runs 0..r-1 first (stages.train --previous-runs)
     weights = initial_weights(impl, hp)  # 'none' for an external baseline's own random-init network
     if weights == "imagenet":
         inputs["weights"] = weights_file(hp["backbone"])  # passed as --imagenet-weights; hp keeps 'imagenet'
     elif weights not in ("", "none"):
         inputs["weights"] = weights  # a local state-dict file (e.g. the demo's pre-trained weights)
     return inputs
+
+
+def previous_run_dirs(w):
+    """The filelist folders of runs 0..r-1 for a job whose reference continues from earlier runs (LwF, spec 14.5
+    q32: switch lwf_shared_backbone), else []."""
+    impl, hp = job_hparams(w)
+    if not chains_runs(impl, w.fidelity, hp.get("switch_overrides")):
+        return []
+    return [filelist_dir(w.dataset, w.fidelity, w.scenario, k) for k in range(int(w.run))]
+
+
+def previous_runs_args(w):
+    dirs = previous_run_dirs(w)
+    return ["--previous-runs", *dirs] if dirs else []
 
 
 def imagenet_weights_args(w):

@@ -20,6 +20,7 @@ rule train:
         seed_base=config["train"]["seed_base"],
         caches=lambda w: cache_stage_args(cache_prefixes(f"data/interim/{w.dataset}/cache", *job_hparams(w))),
         weights=imagenet_weights_args,
+        previous=previous_runs_args,
     threads: config["train"]["threads"]
     resources:
         # loader workers: execution-only, so a resource (not a param: changing it reruns nothing)
@@ -39,6 +40,7 @@ rule train:
         " --filelists {input.filelists:q} --image-root {params.image_root:q} --out {params.out:q}"
         " --hparams {params.config:q} --device {params.device:q} --threads {threads}"
         " --n-workers {resources.n_workers} --seed-base {params.seed_base:q} {params.caches:q} {params.weights:q}"
+        " {params.previous:q}"
         " > {log:q} 2>&1"
 
 

@@ -48,12 +48,15 @@ def feature_cache_reason(impl: str, hp: dict[str, Any]) -> str | None:
 
 
 # The external baselines' adapted codes (spec 14) run their own network at their own input size: hp ``network: own``.
-# impl -> (input size: Resize(32) of spec 14.0, whether that network starts from the job's ``weights``). With
-# ``network: study`` they run the study's backbone at ``image_size`` from ``weights``, like every other agent.
+# impl -> (input size: Resize(32) of spec 14.0, or None for ``image_size``; whether that network starts from the
+# job's ``weights``). With ``network: study`` they run the study's backbone at ``image_size`` from ``weights``, like
+# every other agent.
 OWN_NETWORKS = {
     "StableSGD": (32, False),  # reduced ResNet-18 (width 20), random init (spec 14.1)
     "LwF": (32, False),  # CIFAR-stem ResNet-18, random init (spec 14.5)
     "BiC": (32, True),  # the study's SqueezeNet 1.0 with its ImageNet weights, at 32 x 32 (spec 14.3)
+    "GSS": (32, False),  # MLP or reduced ResNet-18 chosen by the dataset, random init (spec 14.2)
+    "REMIND": (None, True),  # ResNet-18 split at layer4.0, pretrained base, at image_size (224; spec 14.6)
 }
 
 
@@ -63,7 +66,7 @@ def uses_own_network(impl: str, hp: dict[str, Any]) -> bool:
 
 def input_image_size(impl: str, hp: dict[str, Any]) -> int:
     """The size of the images a job's loader yields: the adapted code's own (``network: own``) or ``image_size``."""
-    if uses_own_network(impl, hp):
+    if uses_own_network(impl, hp) and OWN_NETWORKS[impl][0] is not None:
         return OWN_NETWORKS[impl][0]
     return int(hp.get("image_size", 224))
 

@@ -133,6 +133,17 @@ class TrainSwitches:
     cross-entropy over the seen classes plus the temperature-2 softmax distillation of the old classes' outputs."""
 
 
+#: implementations whose reference job r continues from runs 0..r-1 (their switch): the adapted code shared state
+#: across the runs of one process (LwF's feature extractor, spec 14.5 q32)
+CHAINED_RUNS = {"LwF": "lwf_shared_backbone"}
+
+
+def chains_runs(impl: str, fidelity: str, overrides: dict | None = None) -> bool:
+    """True when a job of ``impl`` at ``fidelity`` (with the hp's switch overrides) must first train runs 0..r-1."""
+    switch = CHAINED_RUNS.get(impl)
+    return switch is not None and bool(getattr(train_switches(fidelity, overrides), switch))
+
+
 def switch_names() -> list[str]:
     return [f.name for f in fields(TrainSwitches)]
 
