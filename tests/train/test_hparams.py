@@ -131,3 +131,26 @@ def test_hparams_stage_shows_declarations_and_sources(capsys, tmp_path):
     with pytest.raises(SystemExit, match=r"^error: agent augmem \(AugMem\): memory_Nslots = 0 \(from config: "):
         stage.main(["--agent", "augmem", "--dataset", "core50", "--scenario", "class_iid",
                     "--params-dir", str(REPO / "params"), "--config", str(cfg)])
+
+
+def test_override_rules_can_name_a_fidelity(params):
+    """A rule with `fidelity` applies to that fidelity's jobs only (the external baselines' own network in
+    reference, the study's in corrected); an unknown fidelity, in a rule or asked for, is an error."""
+    import copy
+
+    p = copy.deepcopy(params)
+    p["agents"]["agents"]["l2"]["overrides"] = [
+        {"fidelity": "corrected", "hp": {"lr": 0.5}},
+        {"fidelity": "reference", "family": "core50", "hp": {"reg_coef": 7.0}},
+    ]
+    ref = resolve_job(p, "core50", "l2", "class_iid", fidelity="reference")
+    cor = resolve_job(p, "core50", "l2", "class_iid", fidelity="corrected")
+    assert (ref.hp["lr"], ref.hp["reg_coef"]) == (1e-4, 7.0)
+    assert (cor.hp["lr"], cor.hp["reg_coef"]) == (0.5, 100.0)
+    assert cor.sources["lr"] == "params/agents.yaml: agents.l2.overrides[0]"
+    assert resolve_job(p, "core50", "l2", "class_iid").hp == ref.hp  # reference is the default
+    with pytest.raises(InputError, match="unknown fidelity 'fixed'"):
+        resolve_job(p, "core50", "l2", "class_iid", fidelity="fixed")
+    p["agents"]["agents"]["l2"]["overrides"].append({"fidelity": "corected", "hp": {"lr": 0.1}})
+    with pytest.raises(InputError, match=r"overrides\[2\]: unknown fidelity 'corected'"):
+        resolve_job(p, "core50", "l2", "class_iid", fidelity="corrected")
