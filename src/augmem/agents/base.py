@@ -68,6 +68,9 @@ class CommonHP:
     viz_images_per_class: int = hparam(4, "input images per class kept for the hypotheses figure", unit="images",
                                        min=0)
     switch_overrides: dict = hparam({}, "fidelity switches of this agent set explicitly, {switch: true|false}")
+    holdout_validation: bool = hparam(False, "hold out a fixed 25 % of the test images (chosen by image path, the same "
+                                      "in every run) as a validation split (val_all) and report test accuracy on the "
+                                      "rest: the grid search's corrected selection and the jobs that take its values")
 
 
 def check_common(hp: dict[str, Any]) -> list[tuple[str, str]]:

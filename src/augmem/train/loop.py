@@ -241,6 +241,18 @@ def split_test(n_test: int, seed: int) -> tuple[list[int], list[int]]:
     return sorted(perm[n_val:]), sorted(perm[:n_val])
 
 
+def holdout_split(paths: list[str]) -> tuple[list[int], list[int]]:
+    """(test indices, validation indices) for hp ``holdout_validation`` (the grid search's selection split): an image
+    is a validation image when the SHA-256 of its filelist path falls in the lowest VAL_FRACTION of the hash range.
+    It depends on the image alone, never on the run, the seed or the label, so every job and run of a dataset holds
+    out the same images (about VAL_FRACTION of them) and reports on the same others; each part in filelist order."""
+    import hashlib
+
+    val = [int.from_bytes(hashlib.sha256(f"augmem-holdout:{p}".encode()).digest()[:8], "big") < VAL_FRACTION * 2 ** 64
+           for p in paths]
+    return [i for i, v in enumerate(val) if not v], [i for i, v in enumerate(val) if v]
+
+
 # ---------------------------------------------------------------------------------------------------------- viz
 def _denormalise(x: torch.Tensor) -> np.ndarray:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -489,11 +501,13 @@ def _run_stream(agent, run_dir, image_root, out_dir, *, hp, switches, meta, seed
     primary = agent.primary_path
     select_path = "direct" if hp.get("best_net_direct", False) and "direct" in paths else primary
     use_val = (not switches.keep_best_on_test) and any(keep_best_for(t) for t in range(n_tasks))
+    holdout = bool(hp.get("holdout_validation", False))  # grid search: a fixed held-out split (holdout_split)
+    use_val = use_val or holdout
 
     test_ds = dataset_factory(files.test_file)
     test_labels = [int(v) for v in test_ds.targets]
     if use_val:
-        test_idx, val_idx = split_test(len(test_ds), seed)
+        test_idx, val_idx = holdout_split([p for p, _ in files.test]) if holdout else split_test(len(test_ds), seed)
     else:
         test_idx, val_idx = list(range(len(test_ds))), []
 
