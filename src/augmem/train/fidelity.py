@@ -132,6 +132,16 @@ class TrainSwitches:
     sigmoids (old classes) and one-hot targets (new classes). Corrected: Li & Hoiem's LwF on the single growing head:
     cross-entropy over the seen classes plus the temperature-2 softmax distillation of the old classes' outputs."""
 
+    # --- GSS-Greedy (spec 14.2) ---
+    gss_epochs_straddle: bool = True
+    """14.2 q11: task 0 is listed n_epochs times in a row as one long stream, so an incomplete batch at the end of an
+    epoch is completed with the first images of the next epoch of the same task (only the task's last epoch ends
+    with a smaller batch). Corrected: every epoch ends with its own last batch."""
+    gss_batch_scores_misaligned: bool = True
+    """14.2 q12: when the full buffer is updated, slot I_j receives the j-th sample of the current batch x but the
+    score c_j of the ring buffer's j-th sample (R and x differ when R carried samples over from an earlier batch).
+    Corrected: slot I_j receives R[j] with its score c_j."""
+
 
 #: implementations whose reference job r continues from runs 0..r-1 (their switch): the adapted code shared state
 #: across the runs of one process (LwF's feature extractor, spec 14.5 q32)
