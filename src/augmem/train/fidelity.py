@@ -142,6 +142,21 @@ class TrainSwitches:
     score c_j of the ring buffer's j-th sample (R and x differ when R carried samples over from an earlier batch).
     Corrected: slot I_j receives R[j] with its score c_j."""
 
+    # --- REMIND (spec 14.6) ---
+    remind_task_local_keys: bool = True
+    """14.6 q36: the replay buffer is keyed by the position in the task's own filelist, so the image at position i of
+    task t overwrites the codes and label of position i of every earlier task (after task t the buffer holds almost
+    only task t; the replay list keeps the stale duplicate keys). Corrected: a global key (task, index)."""
+    remind_chained_lr_decay: bool = True
+    """14.6 q37: C StepLR schedulers chained on one optimiser: every ``lr_step``-th sample of any class multiplies the
+    global lr by gamma = exp(lr_step * ln(end_lr / start_lr) / 1300) (~0.7017: lr ~1.4e-5 by the end of CIFAR-100's
+    task 0). Corrected: the intended per-class lr start_lr * gamma ** floor(n_y / lr_step), set for each sample from
+    its class's own count n_y."""
+    remind_base_init_twice: bool = True
+    """14.6 q38: task 0 only initialises the product quantiser and the buffer (no training of G or F) and is then
+    streamed again like any later task. Corrected: upstream base initialisation: F is trained offline on the decoded
+    task-0 features (``base_init_epochs``), and the stream starts at task 1."""
+
 
 #: implementations whose reference job r continues from runs 0..r-1 (their switch): the adapted code shared state
 #: across the runs of one process (LwF's feature extractor, spec 14.5 q32)
