@@ -154,3 +154,20 @@ def test_override_rules_can_name_a_fidelity(params):
     p["agents"]["agents"]["l2"]["overrides"].append({"fidelity": "corected", "hp": {"lr": 0.1}})
     with pytest.raises(InputError, match=r"overrides\[2\]: unknown fidelity 'corected'"):
         resolve_job(p, "core50", "l2", "class_iid", fidelity="corrected")
+
+
+def test_dataset_agent_hp_rules_by_fidelity(params):
+    """datasets.D.agent_hp.A may be a list of {fidelity?, hp} rules (the demo gives an own random-init network its
+    own lr in reference only); a malformed rule is an error naming it."""
+    import copy
+
+    p = copy.deepcopy(params)
+    p["datasets"]["core50_demo"]["agent_hp"]["l2"] = [{"hp": {"reg_coef": 3.0}},
+                                                      {"fidelity": "reference", "hp": {"lr": 0.1}}]
+    ref = resolve_job(p, "core50_demo", "l2", "class_iid", fidelity="reference")
+    cor = resolve_job(p, "core50_demo", "l2", "class_iid", fidelity="corrected")
+    assert (ref.hp["lr"], ref.hp["reg_coef"]) == (0.1, 3.0) and (cor.hp["lr"], cor.hp["reg_coef"]) == (3e-4, 3.0)
+    assert ref.sources["lr"] == "datasets: core50_demo.agent_hp.l2[1]"
+    p["datasets"]["core50_demo"]["agent_hp"]["l2"] = [{"lr": 0.1}]
+    with pytest.raises(InputError, match=r"agent_hp.l2\[0\]: expected"):
+        resolve_job(p, "core50_demo", "l2", "class_iid")

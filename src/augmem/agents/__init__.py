@@ -17,6 +17,9 @@ REGISTRY = {
     "GEM": "augmem.agents.gem:GEM",
     "AGEM": "augmem.agents.agem:AGEM",
     "iCaRL": "augmem.agents.icarl:ICaRL",
+    # external baselines (spec 14)
+    "StableSGD": "augmem.agents.stable_sgd:StableSGD",
+    "GSS": "augmem.agents.gss:GSS",
 }
 
 

@@ -12,7 +12,8 @@ Layers for one job (dataset D of hyperparameter family F, scenario S, agent A); 
 3. ``agents.A.hp``, then ``agents.A.overrides`` matching (family, scenario, dataset, fidelity) in order (a dataset
    without a ``family`` matches no family rule: only the agents' own values; a rule with ``fidelity`` applies to that
    fidelity's jobs only, e.g. the external baselines' own networks in ``reference``);
-4. the dataset entry's ``hp`` (for each agent that declares the key), then its ``agent_hp.A``;
+4. the dataset entry's ``hp`` (for each agent that declares the key), then its ``agent_hp.A`` (a mapping, or a list
+   of ``{fidelity?, hp}`` rules applied in order);
 5. the configuration's ``hparam_overrides.all`` (for each agent that declares the key), then ``hparam_overrides.A``.
 
 A key set for *all* agents (layers 2, 4 ``hp``, 5 ``all``) applies to the agents that declare it and must be
@@ -169,7 +170,18 @@ def resolve_job(params: Mapping[str, Any], dataset: str, agent: str, scenario: s
         if _matches(rule, ds.get("family"), scenario, dataset, fidelity):
             layer(rule.get("hp"), f"params/agents.yaml: agents.{agent}.overrides[{i}]", shared=False)
     layer(ds.get("hp"), f"datasets: {dataset}.hp", shared=True)
-    layer((ds.get("agent_hp") or {}).get(agent), f"datasets: {dataset}.agent_hp.{agent}", shared=False)
+    own_hp = (ds.get("agent_hp") or {}).get(agent)
+    if isinstance(own_hp, list):  # rules {fidelity?, hp}, in order (e.g. the demo's lr of an own random-init network)
+        for i, rule in enumerate(own_hp):
+            where = f"datasets: {dataset}.agent_hp.{agent}[{i}]"
+            if not isinstance(rule, Mapping) or "hp" not in rule or set(rule) - {"fidelity", "hp"}:
+                problems.append(f"{where}: expected {{hp: {{...}}}} with an optional fidelity, found {rule!r}")
+            elif rule.get("fidelity", fidelity) not in FIDELITIES:
+                problems.append(f"{where}: unknown fidelity {rule['fidelity']!r}; expected one of {list(FIDELITIES)}")
+            elif rule.get("fidelity", fidelity) == fidelity:
+                layer(rule["hp"], where, shared=False)
+    else:
+        layer(own_hp, f"datasets: {dataset}.agent_hp.{agent}", shared=False)
     overrides = config.get("hparam_overrides") or {}
     layer(overrides.get("all"), "config: hparam_overrides.all", shared=True)
     layer(overrides.get(agent), f"config: hparam_overrides.{agent}", shared=False)
