@@ -17,6 +17,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/distribute.smk"
 include: "workflow/rules/filelists.smk"
 include: "workflow/rules/cache.smk"
+include: "workflow/rules/gridsearch.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
 
@@ -42,6 +43,7 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+        gridsearch_outputs(),
 
 
 rule data:

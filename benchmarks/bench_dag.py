@@ -1,6 +1,7 @@
 """Benchmark: time to build the DAG of the full real-size configuration (``snakemake -n --configfile
-params/paper.yaml``: 4 datasets, both fidelities, 10 runs, 20 agents incl. ablations), with empty stand-in raw-data
-roots in a temporary copy of the workflow (Snakefile, workflow/, params/, profiles/, data/published/)."""
+params/paper.yaml``: 4 datasets, both fidelities, 10 runs, 20 agents incl. ablations), and of the same with the
+full published grid search feeding the main jobs (``hparams: selected``, ``gridsearch.enabled``), with empty stand-in
+raw-data roots in a temporary copy of the workflow (Snakefile, workflow/, params/, profiles/, data/published/)."""
 from __future__ import annotations
 
 import json
@@ -30,11 +31,13 @@ def job_stats(text: str) -> dict[str, int]:
     return counts
 
 
-def dry_run(workdir: Path, configfile: str, roots: dict[str, str]) -> tuple[float, dict[str, int], float, str]:
-    """(seconds, job counts, peak RSS MiB of snakemake, output) of one dry run."""
+def dry_run(workdir: Path, configfile: str | list[str], roots: dict[str, str]) -> tuple[float, dict[str, int], float,
+                                                                                        str]:
+    """(seconds, job counts, peak RSS MiB of snakemake, output) of one dry run (one or several config files)."""
+    configfiles = [configfile] if isinstance(configfile, str) else list(configfile)
     snakemake = str(Path(sys.executable).parent / "snakemake")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
-    cmd = [snakemake, "-n", "--cores", "1", "--configfile", configfile, "--config", f"roots={json.dumps(roots)}",
+    cmd = [snakemake, "-n", "--cores", "1", "--configfile", *configfiles, "--config", f"roots={json.dumps(roots)}",
            "--quiet", "rules"]
     t = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
@@ -64,7 +67,10 @@ def main(argv=None) -> dict:
         for name in ROOTS:
             (tmp / "roots" / name).mkdir(parents=True)
             roots[name] = str(tmp / "roots" / name)
-        configs = [("paper", "params/paper.yaml")] if not args.quick else []
+        # the full published grid search on the paper's configuration, feeding the main jobs (README "Grid search")
+        (work / "gridsearch_paper.yaml").write_text("hparams: selected\ngridsearch: {enabled: true}\n")
+        configs = [("paper", "params/paper.yaml"),
+                   ("paper_gridsearch", ["params/paper.yaml", "gridsearch_paper.yaml"])] if not args.quick else []
         configs.append(("default_demo", "params/default.yaml"))
         for label, configfile in configs:
             seconds, jobs, rss, _ = dry_run(work, configfile, roots)
@@ -72,6 +78,8 @@ def main(argv=None) -> dict:
             figures.append(figure(f"dag_build/{label}", seconds, "s"))
             figures.append(figure(f"dag_build/{label}/jobs", jobs.get("total", 0), "jobs"))
             figures.append(figure(f"dag_build/{label}/train_jobs", jobs.get("train", 0), "jobs"))
+            if jobs.get("gridsearch_train"):
+                figures.append(figure(f"dag_build/{label}/gridsearch_train_jobs", jobs["gridsearch_train"], "jobs"))
             figures.append(figure(f"dag_build/{label}/snakemake_peak_rss", rss, "MiB"))
     return finish(args.out, "dag_paper", __doc__.splitlines()[0], figures, details, t0)
 

@@ -8,7 +8,8 @@ rule train:
     `visualize` is off). A killed job's per-task checkpoint.pt (resume state) is deliberately no output."""
     input:
         unpack(lambda w: {**train_inputs(w),
-                          **cache_input_files(cache_prefixes(f"data/interim/{w.dataset}/cache", *job_hparams(w)))}),
+                          **cache_input_files(cache_prefixes(f"data/interim/{w.dataset}/cache", *job_hparams(w))),
+                          **selected_input(w)}),  # hparams: selected -> the grid search's selected.yaml
     output:
         metrics="results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}/metrics.json",
         viz="results/{dataset}/{fidelity}/{scenario}/{agent}/run{run}/viz.npz",
@@ -21,6 +22,7 @@ rule train:
         caches=lambda w: cache_stage_args(cache_prefixes(f"data/interim/{w.dataset}/cache", *job_hparams(w))),
         weights=imagenet_weights_args,
         previous=previous_runs_args,
+        selected=selected_args,  # `--selected FILE` under hparams: selected (gridsearch.smk), else nothing
     threads: config["train"]["threads"]
     resources:
         # loader workers: execution-only, so a resource (not a param: changing it reruns nothing)
@@ -40,7 +42,7 @@ rule train:
         " --filelists {input.filelists:q} --image-root {params.image_root:q} --out {params.out:q}"
         " --hparams {params.config:q} --device {params.device:q} --threads {threads}"
         " --n-workers {resources.n_workers} --seed-base {params.seed_base:q} {params.caches:q} {params.weights:q}"
-        " {params.previous:q}"
+        " {params.previous:q} {params.selected:q}"
         " > {log:q} 2>&1"
 
 

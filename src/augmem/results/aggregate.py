@@ -78,7 +78,7 @@ RUNS_COLUMNS = [
     "train_s", "eval_s", "total_s", "weights", "freeze_feature_extract", "memory_size", "memory_size_unit",
     "memory_bytes_total", "memory_bytes", "health_collapsed", "health_regimes", "health_keys_per_image", "health_map",
     "health_max_attention", "health_uniform_keys", "health_slots_used", "health_distinct_codes",
-    "health_shared_codes", "n_test", "notes", "source",
+    "health_shared_codes", "n_test", "hparams_source", "notes", "source",
 ]
 #: ``hparams.weights`` of a run that started from random weights.
 RANDOM_WEIGHTS = "none"
@@ -182,6 +182,16 @@ def _hparam_fields(data: dict, impl, path: Path) -> dict:
     return {"weights": None if weights is None else str(weights),
             "freeze_feature_extract": None if freeze is None else bool(freeze),
             "memory_size": size, "memory_size_unit": unit}
+
+
+def hparams_source(meta: dict) -> str:
+    """Where a run's hyperparameters came from (metrics.json ``meta.hparams_source``, stages.train --selected):
+    ``published`` (params/ and the config; also runs written before the grid search existed), or
+    ``selected/corrected`` / ``selected/reference`` (a grid search's selected.yaml and how it was selected;
+    reference = on test accuracy, as the study)."""
+    if meta.get("hparams_source", "published") != "selected":
+        return "published"
+    return f"selected/{(meta.get('hparams_selected') or {}).get('selection', 'unknown')}"
 
 
 def run_notes(meta: dict, path: Path) -> str:
@@ -319,7 +329,7 @@ def metrics_rows(data: dict, path: str | Path) -> list[dict]:
                 "total_s": _num(timing.get("total_s")), **hp_fields,
                 "memory_bytes_total": _num(data.get("memory_bytes_total")),
                 "memory_bytes": json.dumps(mem, sort_keys=True), **health_fields, "n_test": data.get("n_test"),
-                "notes": run_notes(meta, path), "source": str(path),
+                "hparams_source": hparams_source(meta), "notes": run_notes(meta, path), "source": str(path),
             })
     return rows
 
@@ -666,7 +676,8 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
                 "total_s": r["total_s"].iloc[0], "memory_bytes_total": r["memory_bytes_total"].iloc[0],
                 **{f"memory_bytes_{k}": float(mem[k]) if mem.get(k) is not None else math.nan for k in mem_kinds},
                 **{k: r[k].iloc[0] for k in ("weights", "freeze_feature_extract", "memory_size", "memory_size_unit",
-                                             "health_collapsed", "health_regimes", "notes", *HEALTH_FIGURES)
+                                             "health_collapsed", "health_regimes", "notes", "hparams_source",
+                                             *HEALTH_FIGURES)
                    if k in r},
             })
         pr = pd.DataFrame(per_run)
@@ -691,6 +702,7 @@ def summarise(runs: pd.DataFrame, run_filter: str | None = None,
         rec["chance_avg"] = _mean(chances)
         rec["chance_final"] = _chance(cell["scenario"], last["n_seen"].max(), last["n_class"].max())
         rec["notes"] = cell_notes(pr["notes"] if "notes" in pr else [])
+        rec["hparams_source"] = _one(pr["hparams_source"]) if "hparams_source" in pr else None
         rec["memory_size"] = _one(pr["memory_size"])
         rec["memory_size_unit"] = _one(pr["memory_size_unit"])
         rec["memory_bytes_total"] = _mean(pr["memory_bytes_total"])
@@ -763,7 +775,7 @@ def _read_table(path, required) -> pd.DataFrame:
     df = read_csv_checked(path, required, dtype={c: str for c in ("dataset", "kind", "scenario", "agent", "fidelity",
                                                                   "path", "runs", "run_filter", "weights",
                                                                   "memory_size_unit", "health_regimes",
-                                                                  "health_map", "notes")},
+                                                                  "health_map", "notes", "hparams_source")},
                           keep_default_na=True)
     for col in ("primary", "imported", "random_init", "random_frozen_front"):
         if col in df:
