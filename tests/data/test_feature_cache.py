@@ -1,5 +1,6 @@
-"""Frozen-feature cache: which runs can use it, the values (the front's output rounded to float16), determinism,
-the weights check, refused fronts, and the stage CLI. Weights are local state-dict files saved here (no network)."""
+"""Frozen-feature cache: which runs can use it, the values (the front's output rounded to float16), the bytes (those of
+a plain batch-by-batch forward), determinism, the weights check, refused fronts, a failed build leaving nothing, the
+heap setting of the build, and the stage CLI. Weights are local state-dict files saved here (no network)."""
 from __future__ import annotations
 
 import json
@@ -7,14 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torchvision import models
 
 from augmem.data.feature_cache import (CachedFeatureDataset, assert_cacheable_front, build_feature_cache,
-                                       build_front, feature_cache_reason, front_digest, weights_key)
-from augmem.data.image_cache import CachedImageDataset, build_image_cache
+                                       build_front, compute_features, feature_cache_reason, front_digest,
+                                       open_image_cache, reused_heap, weights_key)
+from augmem.data.image_cache import CachedImageDataset, build_image_cache, normalise_uint8
 from augmem.io import InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,6 +134,70 @@ def test_deterministic(caches, tmp_path):
     a = json.loads(Path(f"{feat}.json").read_text())
     b = json.loads((tmp_path / "again.json").read_text())
     assert a == b
+
+
+def plain_batchwise_bytes(img, weights: Path, batch_size: int) -> bytes:
+    """The cache's bytes as the simplest code computes them: each fixed batch of the image cache through the front
+    under ``torch.no_grad``, rounded to float16, concatenated in row order."""
+    front = build_front("squeezenet", str(weights))
+    _, images = open_image_cache(img)
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = normalise_uint8(np.array(images[start : start + batch_size]))
+            parts.append(front(x).to(torch.float16).numpy().tobytes())
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("batch_size", [16, 5, 100])  # the fixture's 16; a ragged last batch; one short batch
+def test_bytes_are_those_of_a_plain_batchwise_forward(caches, tmp_path, batch_size):
+    _, _, img, weights, feat = caches
+    out = feat if batch_size == 16 else tmp_path / f"b{batch_size}"
+    if batch_size != 16:
+        build_feature_cache(img, "squeezenet", str(weights), out, batch_size=batch_size, log=silent)
+    got = Path(f"{out}.f16").read_bytes()
+    assert got == plain_batchwise_bytes(img, weights, batch_size)
+    # the in-memory variant (any array as output) fills the same values
+    front = build_front("squeezenet", str(weights))
+    _, images = open_image_cache(img)
+    arr = np.zeros((72, 512, 2, 2), np.float16)
+    compute_features(front, images, arr, batch_size=batch_size, log=silent)
+    assert arr.tobytes() == got
+    meta = json.loads(Path(f"{out}.json").read_text())
+    assert meta["batch_size"] == batch_size and meta["shape"] == [72, 512, 2, 2]
+
+
+def test_failed_build_leaves_nothing(caches, tmp_path):
+    """Features that overflow float16 (weights scaled up) stop the build after the first batch: no output, no
+    temporary, an existing cache at that path left as it was."""
+    _, _, img, weights, feat = caches
+    sd = torch.load(weights)
+    big = tmp_path / "big.pth"
+    torch.save({k: v * 20 if k.endswith("weight") else v for k, v in sd.items()}, big)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(InputError, match=r"rows 0\.\.15 overflow float16"):
+        build_feature_cache(img, "squeezenet", str(big), tmp_path / "bad", batch_size=16, log=silent)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    old = Path(f"{feat}.f16").read_bytes()
+    with pytest.raises(InputError, match="overflow float16"):
+        build_feature_cache(img, "squeezenet", str(big), feat, batch_size=16, log=silent)
+    assert Path(f"{feat}.f16").read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_reused_heap_is_scoped():
+    """The heap setting applies inside the block only (on glibc), also when the block raises; large allocations
+    inside and after it work."""
+    with reused_heap() as applied:
+        assert applied in (True, False)
+        x = torch.ones(16, 2**20)  # 64 MB: above glibc's largest mmap threshold
+        assert float(x.sum()) == 16 * 2**20
+        del x
+    with pytest.raises(RuntimeError, match="inside"):
+        with reused_heap():
+            raise RuntimeError("inside")
+    y = torch.ones(16, 2**20)
+    assert float(y.sum()) == 16 * 2**20
 
 
 def test_building_leaves_the_global_rng_alone(caches, tmp_path):
