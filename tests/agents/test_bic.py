@@ -299,7 +299,7 @@ def test_stage2_updates_only_the_intended_pair():
 
         def spy(k, epochs, batch, _a=a, _o=orig):
             snaps["model"] = copy.deepcopy(_a.model.state_dict())
-            snaps["bias"] = [(float(l.alpha), float(l.beta)) for l in _a.bias_layers]
+            snaps["bias"] = [(float(l.alpha.detach()), float(l.beta.detach())) for l in _a.bias_layers]
             snaps["args"] = (k, epochs, batch)
             _o(k, epochs, batch)
 
@@ -307,7 +307,7 @@ def test_stage2_updates_only_the_intended_pair():
         run_tasks(a, tasks[1:], start=1)
         for name, v in a.model.state_dict().items():
             assert torch.equal(v, snaps["model"][name]), name
-        after = [(float(l.alpha), float(l.beta)) for l in a.bias_layers]
+        after = [(float(l.alpha.detach()), float(l.beta.detach())) for l in a.bias_layers]
         moved[fid] = [k for k, (b, c) in enumerate(zip(snaps["bias"], after)) if b != c]
         moved[fid + "_args"] = snaps["args"]
         assert snaps["bias"] == [(1.0, 0.0)] * len(after)  # nothing trained before stage 2
@@ -337,7 +337,7 @@ def test_reference_stage2_moves_layer_i_on_5_class_tasks():
     a = tiny("reference", n_class=10)
     tasks = [task_data([0, 1, 2, 3, 4], per_class=2), task_data([5, 6, 7, 8, 9], per_class=2, seed=1)]
     run_tasks(a, tasks)
-    (a0, b0), (a1, b1) = [(float(l.alpha), float(l.beta)) for l in a.bias_layers]
+    (a0, b0), (a1, b1) = [(float(l.alpha.detach()), float(l.beta.detach())) for l in a.bias_layers]
     assert (a0, b0) == (1.0, 0.0) and (a1, b1) != (1.0, 0.0)
 
 
