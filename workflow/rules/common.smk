@@ -8,9 +8,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from augmem.data import layouts
-from augmem.data.cache_plan import initial_weights
+from augmem.data.cache_plan import imagenet_arch, initial_weights
 from augmem.io import InputError
-from augmem.models.backbones import ARCHS as BACKBONE_ARCHS, imagenet_weights_file
+from augmem.models.backbones import FETCHABLE_ARCHS as BACKBONE_ARCHS, imagenet_weights_file
 from augmem.train.fidelity import chains_runs
 from augmem.train.hparams import merged_datasets, resolve_job
 
@@ -239,6 +239,12 @@ def weights_file(backbone):
     return imagenet_weights_file(backbone)
 
 
+def job_imagenet_file(impl, hp):
+    """The fetched ImageNet file of a job: its own network's (REMIND: ResNet-18) or its study backbone's."""
+    arch = imagenet_arch(impl, hp)
+    return f"data/weights/{arch}_imagenet.pth" if arch else weights_file(hp["backbone"])
+
+
 def train_inputs(w):
     impl, hp = job_hparams(w)
     inputs = {
@@ -250,7 +256,7 @@ def train_inputs(w):
         inputs["previous_runs"] = previous  # reference LwF trains runs 0..r-1 first (stages.train --previous-runs)
     weights = initial_weights(impl, hp)  # 'none' for an external baseline's own random-init network
     if weights == "imagenet":
-        inputs["weights"] = weights_file(hp["backbone"])  # passed as --imagenet-weights; hp keeps 'imagenet'
+        inputs["weights"] = job_imagenet_file(impl, hp)  # passed as --imagenet-weights; hp keeps 'imagenet'
     elif weights not in ("", "none"):
         inputs["weights"] = weights  # a local state-dict file (e.g. the demo's pre-trained weights)
     return inputs
@@ -272,7 +278,7 @@ def previous_runs_args(w):
 
 def imagenet_weights_args(w):
     impl, hp = job_hparams(w)
-    return ["--imagenet-weights", weights_file(hp["backbone"])] if initial_weights(impl, hp) == "imagenet" else []
+    return ["--imagenet-weights", job_imagenet_file(impl, hp)] if initial_weights(impl, hp) == "imagenet" else []
 
 
 USE_GPU = config["train"]["device"] == "cuda"

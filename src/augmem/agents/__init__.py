@@ -19,7 +19,9 @@ REGISTRY = {
     "iCaRL": "augmem.agents.icarl:ICaRL",
     # external baselines (spec 14)
     "StableSGD": "augmem.agents.stable_sgd:StableSGD",
+    "LwF": "augmem.agents.lwf:LwF",
     "GSS": "augmem.agents.gss:GSS",
+    "REMIND": "augmem.agents.remind:REMIND",
 }
 
 

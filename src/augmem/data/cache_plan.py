@@ -60,6 +60,17 @@ OWN_NETWORKS = {
 }
 
 
+# impl -> the torchvision architecture of an own network that starts from ImageNet weights when that differs from the
+# study's backbone (the fetched file is data/weights/<arch>_imagenet.pth, rule fetch_weights)
+OWN_NETWORK_ARCH = {"REMIND": "resnet18"}
+
+
+def imagenet_arch(impl: str, hp: dict[str, Any]) -> str | None:
+    """The architecture whose fetched ImageNet file stands in for ``weights: imagenet`` when the job runs its own
+    network of another architecture (REMIND's ResNet-18), else None (the study's backbone: ``hp["backbone"]``)."""
+    return OWN_NETWORK_ARCH.get(impl) if uses_own_network(impl, hp) else None
+
+
 def uses_own_network(impl: str, hp: dict[str, Any]) -> bool:
     return impl in OWN_NETWORKS and hp.get("network", "study") == "own"
 

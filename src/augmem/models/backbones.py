@@ -68,6 +68,10 @@ BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in (
 # every accepted name (the original's "ResNet18" is SqueezeNet 1.0) -> registry name
 ALIASES = {alias: spec.name for spec in BACKBONES.values() for alias in spec.aliases}
 ARCHS = {spec.arch: spec for spec in BACKBONES.values()}
+# every architecture rule fetch_weights can fetch: the backbones' and the external baselines' own pretrained networks
+# (REMIND's ResNet-18: augmem.data.cache_plan.OWN_NETWORK_ARCH)
+OWN_ARCHS = {"resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1)}
+FETCHABLE_ARCHS = [*ARCHS, *OWN_ARCHS]
 WEIGHTS_DIR = "data/weights"
 
 
