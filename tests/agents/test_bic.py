@@ -519,3 +519,11 @@ def test_checkpoint_resume_identical(tiny_files, tmp_path, fid):
         for la, lb in zip(full.bias_layers, resumed.bias_layers):
             assert torch.equal(la.alpha, lb.alpha) and torch.equal(la.beta, lb.beta)
         assert all(torch.equal(full.mem_val[c], resumed.mem_val[c]) for c in full.mem_val)
+
+
+def test_result_note_names_the_runnable_variant_off_cifar100():
+    """Reference BiC crashes at HEAD on every dataset but CIFAR-100 (q18): the results table footnotes its cells."""
+    assert tiny("reference", n_class=10).result_notes() == [BiC.reference_note]
+    assert "q18" in BiC.reference_note
+    assert tiny("reference", n_class=100).result_notes() == []
+    assert tiny("corrected", n_class=10).result_notes() == []

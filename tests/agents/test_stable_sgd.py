@@ -344,3 +344,10 @@ def test_end_to_end_study_network(tiny_files, tmp_path):
         assert agent.model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 4)
     for p in m["paths"]:
         assert len(m["test_all"][p]) == 2 and all(0 <= v <= 100 for v in m["test_all"][p])
+
+
+def test_result_notes_name_the_headline_protocol():
+    """The results table footnotes a reference headline that is not the study's class-incremental accuracy (q1)."""
+    assert "task-incremental" in tiny(variant="toplevel").result_notes()[0]
+    assert "all 100 outputs" in tiny(variant="package").result_notes()[0]
+    assert tiny(fidelity="corrected", variant="toplevel").result_notes() == []

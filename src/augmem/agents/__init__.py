@@ -20,6 +20,7 @@ REGISTRY = {
     # external baselines (spec 14)
     "StableSGD": "augmem.agents.stable_sgd:StableSGD",
     "LwF": "augmem.agents.lwf:LwF",
+    "BiC": "augmem.agents.bic:BiC",
     "GSS": "augmem.agents.gss:GSS",
     "REMIND": "augmem.agents.remind:REMIND",
 }

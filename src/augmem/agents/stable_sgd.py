@@ -209,5 +209,15 @@ class StableSGD(ExternalAgent):
             return {p: float("nan") for p in self.output_paths()}
         return {p: 100.0 * c / total for p, c in correct.items()}
 
+    def result_notes(self) -> list[str]:
+        """The results table's ¶ note when the headline is the variant's own protocol (q1), not the study's CI."""
+        if self.primary_path == "ti":
+            return ["reference Stable SGD (top-level variant) reports task-incremental accuracy: the argmax within "
+                    "each test image's own task (spec 14.1 q1); path acc holds the class-incremental value"]
+        if self.primary_path == "ci100":
+            return ["reference Stable SGD (package variant) reports the argmax over all 100 outputs, unseen classes "
+                    "included (spec 14.1 q1)"]
+        return []
+
     def memory_bytes(self) -> dict[str, int]:
         return {}  # no buffer: 0 bytes per sample (spec 14.9)
