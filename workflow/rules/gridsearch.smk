@@ -45,7 +45,7 @@ def _gridsearch_cells():
         problems = [f"dataset {d!r} is not defined" for d in datasets if d not in DATASETS]
         problems += [f"agent {a!r} has no grid in {GRIDSEARCH.file} or the config's gridsearch.grids "
                      f"(grids: {sorted(GRIDSEARCH.grids)})" for a in agents if a not in GRIDSEARCH.grids]
-        problems += [f"agent {a!r} is not defined in params/agents.yaml" for a in GRIDSEARCH.grids
+        problems += [f"agent {a!r} is not defined in params/agents.yaml" for a in agents
                      if a not in AGENTS_PARAMS["agents"]]
         if problems:
             raise WorkflowError("gridsearch:\n  " + "\n  ".join(problems))
@@ -54,9 +54,6 @@ def _gridsearch_cells():
     fed = []
     if HPARAMS_SOURCE == "selected":
         fed = [(d, f, s, a) for d, f, s, a, _ in train_jobs() if a in GRIDSEARCH.grids]
-        unknown = [a for a in GRIDSEARCH.grids if a not in AGENTS_PARAMS["agents"]]
-        if unknown:
-            raise WorkflowError(f"gridsearch: agent(s) {unknown} are not defined in params/agents.yaml")
     return list(dict.fromkeys(asked)), list(dict.fromkeys(asked + fed))
 
 
@@ -142,13 +139,24 @@ def _grid_prefixes(w):
     return cache_prefixes(f"data/interim/{w.dataset}/cache", base.impl, hp)
 
 
+def _grid_previous_runs(w):
+    """Runs 0..r-1 of the point for a reference job that continues from earlier runs (LwF), as the train rule."""
+    base, hp = _grid_job(w)
+    if not chains_runs(base.impl, w.fidelity, hp.get("switch_overrides")):
+        return []
+    return [filelist_dir(w.dataset, w.fidelity, w.scenario, k) for k in range(int(w.run))]
+
+
 def _grid_train_inputs(w):
+    """What a grid job reads: as the train rule's inputs (train_inputs), from the point's hyperparameters."""
     base, hp = _grid_job(w)
     inputs = {"filelists": filelist_dir(w.dataset, w.fidelity, w.scenario, w.run),
               "images": image_root_input(w.dataset)}
+    if _grid_previous_runs(w):
+        inputs["previous_runs"] = _grid_previous_runs(w)
     weights = initial_weights(base.impl, hp)
     if weights == "imagenet":
-        inputs["weights"] = weights_file(hp["backbone"])
+        inputs["weights"] = job_imagenet_file(base.impl, hp)
     elif weights not in ("", "none"):
         inputs["weights"] = weights
     return {**inputs, **cache_input_files(_grid_prefixes(w))}
@@ -156,7 +164,13 @@ def _grid_train_inputs(w):
 
 def _grid_weights_args(w):
     base, hp = _grid_job(w)
-    return ["--imagenet-weights", weights_file(hp["backbone"])] if initial_weights(base.impl, hp) == "imagenet" else []
+    return ["--imagenet-weights", job_imagenet_file(base.impl, hp)] \
+        if initial_weights(base.impl, hp) == "imagenet" else []
+
+
+def _grid_previous_args(w):
+    dirs = _grid_previous_runs(w)
+    return ["--previous-runs", *dirs] if dirs else []
 
 
 if GRIDSEARCH_CELLS:
@@ -178,6 +192,7 @@ if GRIDSEARCH_CELLS:
             seed_base=config["train"]["seed_base"],
             caches=lambda w: cache_stage_args(_grid_prefixes(w)),
             weights=_grid_weights_args,
+            previous=_grid_previous_args,
         threads: config["train"]["threads"]
         resources:
             n_workers=lambda w: int(_grid_job(w)[1]["n_workers"]),
@@ -196,7 +211,7 @@ if GRIDSEARCH_CELLS:
             " --filelists {input.filelists:q} --image-root {params.image_root:q} --out {params.out:q}"
             " --hparams {params.config:q} --device {params.device:q} --threads {threads}"
             " --n-workers {resources.n_workers} --seed-base {params.seed_base:q} {params.caches:q} {params.weights:q}"
-            " > {log:q} 2>&1"
+            " {params.previous:q} > {log:q} 2>&1"
 
     rule gridsearch_summary:
         """Rank the points of one cell (score mean and SEM over runs, per-task curve), draw the top ones and write
