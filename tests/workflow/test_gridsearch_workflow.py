@@ -81,6 +81,9 @@ def test_tiny_grid_search_through_snakemake_and_dvc(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     stages = yaml.safe_load((d / "dvc.yaml").read_text())["stages"]
     assert any(k.startswith("gridsearch_train") for k in stages) and "gridsearch_summary" in "".join(stages)
+    for cmd in (["git", "init", "-q"], ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "add", "-A"],
+                ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "grid"]):
+        assert subprocess.run(cmd, **run).returncode == 0, cmd
     res = subprocess.run([str(BIN / "dvc"), "repro"], **run)
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
     dvc_best, dvc_summary = _check_grid_outputs(d, points)
@@ -88,3 +91,5 @@ def test_tiny_grid_search_through_snakemake_and_dvc(tmp_path):
     snk_summary = pd.read_csv(work / CELL / "summary.csv")
     snk_summary = snk_summary[snk_summary["point"].isin(points)].reset_index(drop=True)
     pd.testing.assert_frame_equal(dvc_summary[["point", "score_mean"]], snk_summary[["point", "score_mean"]])
+    res = subprocess.run([str(BIN / "dvc"), "status"], **run)
+    assert "Data and pipelines are up to date" in res.stdout, res.stdout[-3000:]
