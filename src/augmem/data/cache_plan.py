@@ -56,6 +56,7 @@ OWN_NETWORKS = {
     "LwF": (32, False),  # CIFAR-stem ResNet-18, random init (spec 14.5)
     "BiC": (32, True),  # the study's SqueezeNet 1.0 with its ImageNet weights, at 32 x 32 (spec 14.3)
     "GSS": (32, False),  # MLP or reduced ResNet-18 chosen by the dataset, random init (spec 14.2)
+    "CoPE": (32, False),  # MLP or reduced ResNet-18 (GSS's), embedding size d, random init (spec 14.4)
     "REMIND": (None, True),  # ResNet-18 split at layer4.0, pretrained base, at image_size (224; spec 14.6)
 }
 
