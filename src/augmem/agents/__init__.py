@@ -22,6 +22,7 @@ REGISTRY = {
     "LwF": "augmem.agents.lwf:LwF",
     "BiC": "augmem.agents.bic:BiC",
     "GSS": "augmem.agents.gss:GSS",
+    "CoPE": "augmem.agents.cope:CoPE",
     "REMIND": "augmem.agents.remind:REMIND",
 }
 
