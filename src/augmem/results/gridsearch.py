@@ -496,8 +496,8 @@ def selected_note(info: Mapping[str, Any]) -> str:
     if info.get("selection") == "reference":
         return (f"{keys} selected by the grid search with the REFERENCE selection: on TEST accuracy after the last "
                 "task, as the study did (not a held-out selection)")
-    return (f"{keys} selected by the grid search on a held-out validation split (corrected selection); test "
-            "accuracy on the other 75 % of the test images")
+    return (f"{keys} selected by the grid search on a held-out validation split (corrected selection), test "
+            "accuracy on the other 75 % of the test images")  # no "; ": the table splits a cell's notes on it
 
 
 # ------------------------------------------------------------------------------------------------- figure
