@@ -3,7 +3,6 @@ reservoir with dyn_mem, the Continuum-like stream, nearest-prototype prediction,
 short end-to-end runs on the own MLP (32 px) and the study's network."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -18,8 +17,7 @@ from augmem.agents.external import Renormalize
 from augmem.data.cache_plan import initial_weights, input_image_size
 from augmem.io import InputError
 from augmem.train.fidelity import train_switches
-from augmem.train.loop import run_stream
-from augmem.train.seeding import seed_everything
+from .jobs import metrics_without_timing, run_agent_job
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -368,21 +366,10 @@ HP = {"batch_size": 6, "n_memories": 4, "n_epoch_first_task": 2, "n_epoch": 1, "
 
 
 def run_job(files, out, hp, fidelity, **kw):
-    image_root, run_dir = files
-    hp = {**HP, **hp}
-    switches = train_switches(fidelity)
-    seed_everything(0)
-    agent = CoPE(4, hp, switches)
-    meta = {"dataset": "tiny", "kind": "tiny", "scenario": "class_iid", "agent": "cope", "run": 0,
-            "fidelity": fidelity, "seed": 0}
-    return run_stream(agent, run_dir, image_root, out, hp=agent.hp, switches=switches, meta=meta, seed=0,
-                      log=lambda m: None, **kw), agent
+    return run_agent_job(CoPE, "cope", files, out, {**HP, **hp}, fidelity, **kw)
 
 
-def metrics(out):
-    m = json.loads((out / "metrics.json").read_text())
-    m.pop("timing")
-    return m
+metrics = metrics_without_timing
 
 
 def test_checkpoint_resume_identical(tiny_files, tmp_path):

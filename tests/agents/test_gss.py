@@ -3,7 +3,6 @@
 quirk-12 switch, prediction over all outputs, memory, checkpoint/resume and short end-to-end runs."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -16,8 +15,7 @@ from augmem.agents.external import Renormalize
 from augmem.agents.gss import GSS, INITIAL_SCORE
 from augmem.io import InputError
 from augmem.train.fidelity import train_switches
-from augmem.train.loop import run_stream
-from augmem.train.seeding import seed_everything
+from .jobs import metrics_without_timing, run_agent_job
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -358,21 +356,10 @@ HP = {"batch_size": 6, "n_memories": 6, "n_sampled_memories": 12, "n_constraints
 
 
 def run_job(files, out, hp, fidelity, **kw):
-    image_root, run_dir = files
-    hp = {**HP, **hp}
-    switches = train_switches(fidelity)
-    seed_everything(0)
-    agent = GSS(4, hp, switches)
-    meta = {"dataset": "tiny", "kind": "tiny", "scenario": "class_iid", "agent": "gss", "run": 0,
-            "fidelity": fidelity, "seed": 0}
-    return run_stream(agent, run_dir, image_root, out, hp=agent.hp, switches=switches, meta=meta, seed=0,
-                      log=lambda m: None, **kw), agent
+    return run_agent_job(GSS, "gss", files, out, {**HP, **hp}, fidelity, **kw)
 
 
-def metrics(out):
-    m = json.loads((out / "metrics.json").read_text())
-    m.pop("timing")
-    return m
+metrics = metrics_without_timing
 
 
 def test_checkpoint_resume_identical(tiny_files, tmp_path):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 
 import pytest
@@ -18,8 +17,7 @@ from augmem.agents.remind import (REMIND, FrozenEval, crop_params, mixup_loss, r
 from augmem.io import InputError
 from augmem.models.resnet18_split import remind_resnet18
 from augmem.train.fidelity import train_switches
-from augmem.train.loop import run_stream
-from augmem.train.seeding import seed_everything
+from .jobs import metrics_without_timing, run_agent_job
 
 # a tiny, easily separable set-up: G = 2 x 2 average pool of a 3-channel image (d = 3), PQ of 3 codebooks (one per
 # channel) of 4 centroids, F = 1x1 conv + pool + linear
@@ -317,21 +315,10 @@ E2E_HP = {"batch_size": 8, "n_workers": 0, "weights": "none", "image_size": 32, 
 
 
 def run_job(files, out, hp, fidelity, **kw):
-    image_root, run_dir = files
-    hp = {**E2E_HP, **hp}
-    switches = train_switches(fidelity)
-    seed_everything(0)
-    agent = REMIND(4, hp, switches)
-    meta = {"dataset": "tiny", "kind": "tiny", "scenario": "class_iid", "agent": "remind", "run": 0,
-            "fidelity": fidelity, "seed": 0}
-    return run_stream(agent, run_dir, image_root, out, hp=agent.hp, switches=switches, meta=meta, seed=0,
-                      log=lambda m: None, **kw), agent
+    return run_agent_job(REMIND, "remind", files, out, {**E2E_HP, **hp}, fidelity, **kw)
 
 
-def metrics(out):
-    m = json.loads((out / "metrics.json").read_text())
-    m.pop("timing")
-    return m
+metrics = metrics_without_timing
 
 
 def test_checkpoint_resume_identical(tiny_files, tmp_path):

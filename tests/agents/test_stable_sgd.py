@@ -2,7 +2,6 @@
 checkpoint/resume and short end-to-end runs on the own (32 px) and the study network."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -14,8 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from augmem.agents.stable_sgd import FILL, StableSGD
 from augmem.io import InputError
 from augmem.train.fidelity import train_switches
-from augmem.train.loop import run_stream
-from augmem.train.seeding import seed_everything
+from .jobs import metrics_without_timing, run_agent_job
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -294,21 +292,10 @@ HP = {"batch_size": 8, "n_epoch_first_task": 2, "n_epoch": 1, "n_workers": 0, "w
 
 
 def run_job(files, out, hp, fidelity, **kw):
-    image_root, run_dir = files
-    hp = {**HP, **hp}
-    switches = train_switches(fidelity)
-    seed_everything(0)
-    agent = StableSGD(4, hp, switches)
-    meta = {"dataset": "tiny", "kind": "tiny", "scenario": "class_iid", "agent": "stable_sgd", "run": 0,
-            "fidelity": fidelity, "seed": 0}
-    return run_stream(agent, run_dir, image_root, out, hp=agent.hp, switches=switches, meta=meta, seed=0,
-                      log=lambda m: None, **kw), agent
+    return run_agent_job(StableSGD, "stable_sgd", files, out, {**HP, **hp}, fidelity, **kw)
 
 
-def metrics(out):
-    m = json.loads((out / "metrics.json").read_text())
-    m.pop("timing")
-    return m
+metrics = metrics_without_timing
 
 
 def test_checkpoint_resume_identical(tiny_files, tmp_path):

@@ -158,6 +158,20 @@ class Agent:
             raise ValueError(f"agent {self.name} cannot train on cached front features")
         self._inputs_are_features = bool(flag)
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the back's last parameterised child, globally average-pooled and flattened (SqueezeNet: the
+        512-channel map before the classifier conv): the features of iCaRL's and BiC's herding."""
+        h = self.front_forward(x)
+        back = self.model[1]
+        if isinstance(back, nn.Sequential):
+            children = list(back.children())
+            last = max((i for i, m in enumerate(children) if any(True for _ in m.parameters())), default=0)
+            for m in children[:last]:
+                h = m(h)
+        if h.dim() == 4:
+            h = F.adaptive_avg_pool2d(h, 1)
+        return h.reshape(len(h), -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits over all C classes."""
         return self.model[1](self.front_forward(x))

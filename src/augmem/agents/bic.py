@@ -405,19 +405,6 @@ class BiC(ExternalAgent):
         self.mem_train = dict(sorted(self.mem_train.items()))
         self.mem_val = dict(sorted(self.mem_val.items()))
 
-    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        """The input of the back's last parameterised child, globally average-pooled (SqueezeNet: 512)."""
-        h = self.front_forward(x)
-        back = self.model[1]
-        if isinstance(back, nn.Sequential):
-            children = list(back.children())
-            last = max((i for i, m in enumerate(children) if any(True for _ in m.parameters())), default=0)
-            for m in children[:last]:
-                h = m(h)
-        if h.dim() == 4:
-            h = F.adaptive_avg_pool2d(h, 1)
-        return h.reshape(len(h), -1)
-
     @torch.no_grad()
     def herd(self, dataset, indices: list[int], n: int) -> torch.Tensor:
         """Up to n herding picks (distinct; eval-mode penultimate features) among dataset[indices], stored inputs."""

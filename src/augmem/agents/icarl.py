@@ -82,19 +82,6 @@ class ICaRL(NormalNN):
         self.n_train_steps = 0  # train batches used in the last replay epoch (shows the zip truncation)
 
     # ----------------------------------------------------------------------------------------------------- features
-    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        """Input of the back's last parameterised block, globally average-pooled and flattened."""
-        h = self.front_forward(x)
-        back = self.model[1]
-        if isinstance(back, nn.Sequential):
-            children = list(back.children())
-            last = max((i for i, m in enumerate(children) if any(True for _ in m.parameters())), default=0)
-            for m in children[:last]:
-                h = m(h)
-        if h.dim() > 2:
-            h = F.adaptive_avg_pool2d(h, 1) if h.dim() == 4 else h
-        return h.reshape(len(h), -1)
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The exemplar/NME features of a batch (see the module docstring)."""
         if self.switches.icarl_class_score_features:
