@@ -85,10 +85,13 @@ def test_published_grids_are_data():
         assert len(gs.grids[agent].ids) * len(gs.scenarios) == 18  # the study's 18 configurations each
         assert {tuple(p.items()) for p in gs.grids[agent].points} == \
             {(("lr", lr), ("reg_coef", c)) for lr in (1e-5, 1e-4, 1e-3) for c in (1, 100, 500)}
-    for agent, grid in gs.grids.items():
-        if agent != "augmem":
-            assert grid.fixed["batch_size"] == 20 and grid.fixed["momentum"] == 0.9
-            assert grid.fixed["weight_decay"] == 1e-4
+    published = ("lower_bound", "upper_bound", "naive_rehearsal", "gem", "icarl", "l2", "ewc", "si", "mas")
+    for agent in published:  # the study's fixed values (spec 9); AugMem's and the external baselines' are ours
+        grid = gs.grids[agent]
+        assert grid.fixed["batch_size"] == 20 and grid.fixed["momentum"] == 0.9
+        assert grid.fixed["weight_decay"] == 1e-4
+    for agent in ("stable_sgd", "lwf", "bic"):
+        assert gs.grids[agent].ids == ["lr=1e-5", "lr=1e-4", "lr=1e-3"], agent
     assert gs.grids["upper_bound"].fixed["n_epoch"] == 10
     assert all(gs.grids[a].fixed["memory_size"] == 15 for a in ("naive_rehearsal", "gem", "icarl"))
     assert set(gs.grids["augmem"].keys) == {"lr", "memory_Nslots", "logit_coef", "replay_coef", "reg_coef"}
