@@ -34,7 +34,7 @@ def test_every_published_job_resolves(params):
     ("toybox", "augmem", "class_iid", {"memory_Nslots": 500, "batch_size": 20, "n_epoch_first_task": None}),
     ("cifar100", "icarl", "class_iid", {"memory_size": 100, "n_epoch_first_task": 10, "keep_best_task1_net": True}),
     ("core50", "mas", "class_iid", {"lr": 0.001, "reg_coef": 1.0}),
-    ("core50_demo", "agem", "class_iid", {"memory_size": 60, "image_size": 64, "lr": 3e-4, "n_workers": 0}),
+    ("core50_demo", "agem", "class_iid", {"memory_size": 40, "image_size": 64, "lr": 3e-4, "n_workers": 0}),
     ("core50_demo", "lower_bound", "class_iid", {"visualize": True, "head_bias_init": 1.0}),
 ])
 def test_published_values(params, ds, agent, sc, expected):
