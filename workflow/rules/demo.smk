@@ -3,6 +3,7 @@
 
 rule demo_data:
     """Generate a demo dataset's raw files (videos, images) in the real on-disk layout of its `layout`."""
+    priority: 50  # on the demo's critical path: the demo weights gate most training jobs
     output:
         directory("data/raw/{dataset}"),
     wildcard_constraints:
@@ -25,6 +26,7 @@ rule demo_weights:
 
     Always 2 torch threads, whatever --cores says: CPU results depend on the thread count, and every run (local,
     cluster, DVC) must get the same weights."""
+    priority: 50  # on the demo's critical path: the demo weights gate most training jobs
     input:
         dirmap="data/interim/toybox_demo/dirmap_balanced.csv",
         frames="data/interim/toybox_demo/frames",

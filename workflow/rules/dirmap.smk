@@ -4,6 +4,7 @@
 
 rule dirmap:
     """Index every image: class, object, session, im_num, im_path (the raw, unbalanced index)."""
+    priority: 50  # on the demo's critical path: the demo weights gate most training jobs
     input:
         unpack(_dirmap_inputs),
     output:

@@ -3,6 +3,7 @@
 
 rule extract_frames:
     """Extract video frames with ffmpeg (parallel across videos)."""
+    priority: 50  # on the demo's critical path: the demo weights gate most training jobs
     input:
         lambda w: raw_root(w.dataset),
     output:

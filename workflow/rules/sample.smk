@@ -3,6 +3,7 @@
 
 
 rule sample_toybox:
+    priority: 50  # on the demo's critical path: the demo weights gate most training jobs
     input:
         "data/interim/{dataset}/dirmap_raw.csv",
     output:
