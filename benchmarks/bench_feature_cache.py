@@ -13,7 +13,8 @@ region counts (``getrusage`` before and after; imports, weights loading and the 
 - ``front_only``: the front's forward pass on already normalised batches, the same batches, nothing written; with
   the heap reused (the bound) and with glibc's defaults (what a bare forward pass costs without the fix).
 
-The ``before`` and ``after`` caches are compared byte for byte. Both builds use the same batch size and torch
+The ``before`` and ``after`` caches are compared byte for byte. Each run also reports the CPU seconds other processes
+used meanwhile (``/proc/stat``): on a shared machine only runs where that is near 0 give the build's own wall time. Both builds use the same batch size and torch
 threads (``--threads``; the workflow passes hp ``threads``, 1 by default, to the stage).
 """
 from __future__ import annotations
@@ -37,6 +38,16 @@ VARIANTS = ["before", "after", "front_only_reused_heap", "front_only_default_hea
 
 
 # ----------------------------------------------------------------------------------------------- child processes
+def busy_cpu_s() -> float | None:
+    """CPU seconds the whole machine has been busy (all processes; Linux ``/proc/stat``), None elsewhere."""
+    try:
+        f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = f[3] + (f[4] if len(f) > 4 else 0)
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def legacy_compute(front, images, out, batch_size: int = 64) -> None:
     """The loop of ``augmem.data.feature_cache.compute_features`` before the fix, verbatim but for the log line."""
     import torch
@@ -69,7 +80,7 @@ def child(variant: str, image_cache: str, weights: str, out_prefix: str, batch_s
     n = len(images)
     if variant.startswith("front_only"):
         xs = [normalise_uint8(np.array(images[s : s + batch_size])) for s in range(0, n, batch_size)]
-    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    r0, t0, b0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), busy_cpu_s()
     if variant == "before":
         with torch.no_grad():
             shape = (n, *front(normalise_uint8(np.array(images[:1]))).shape[1:])
@@ -86,10 +97,13 @@ def child(variant: str, image_cache: str, weights: str, out_prefix: str, batch_s
                 front(x)
     else:
         raise SystemExit(f"unknown variant {variant}")
-    t, r = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-    return {"variant": variant, "n_images": n, "wall_s": t, "user_s": r.ru_utime - r0.ru_utime,
-            "sys_s": r.ru_stime - r0.ru_stime, "minor_faults": r.ru_minflt - r0.ru_minflt,
-            "torch_threads": torch.get_num_threads()}
+    t, r, b1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF), busy_cpu_s()
+    user, sys_ = r.ru_utime - r0.ru_utime, r.ru_stime - r0.ru_stime
+    # other processes' CPU use meanwhile: the wall time is only the build's own when this is near 0
+    other = None if b0 is None else max(0.0, b1 - b0 - user - sys_)
+    return {"variant": variant, "n_images": n, "wall_s": t, "user_s": user, "sys_s": sys_,
+            "minor_faults": r.ru_minflt - r0.ru_minflt, "torch_threads": torch.get_num_threads(),
+            "other_processes_cpu_s": other}
 
 
 class _nothing:
@@ -151,8 +165,8 @@ def main(argv=None) -> dict:
             r = run_child(variant, tmp / "img", weights, tmp / variant, args.batch_size, args.threads)
             runs[variant] = r
             print(f"{variant:24s} {r['wall_s']:7.2f} s wall  {n / r['wall_s']:6.1f} images/s  user {r['user_s']:6.2f} s"
-                  f"  sys {r['sys_s']:6.2f} s  {r['minor_faults']:>9d} minor faults  {r['torch_threads']} threads",
-                  flush=True)
+                  f"  sys {r['sys_s']:6.2f} s  {r['minor_faults']:>9d} minor faults  {r['torch_threads']} threads"
+                  f"  (other processes {r['other_processes_cpu_s'] or 0:.1f} CPU s meanwhile)", flush=True)
             figures += [figure(f"feature_cache_build_224/{variant}/rate", n / r["wall_s"], "images/s"),
                         figure(f"feature_cache_build_224/{variant}/wall", r["wall_s"], "s"),
                         figure(f"feature_cache_build_224/{variant}/user", r["user_s"], "s"),
