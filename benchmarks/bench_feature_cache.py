@@ -14,8 +14,9 @@ region counts (``getrusage`` before and after; imports, weights loading and the 
   the heap reused (the bound) and with glibc's defaults (what a bare forward pass costs without the fix).
 
 The ``before`` and ``after`` caches are compared byte for byte. Each run also reports the CPU seconds other processes
-used meanwhile (``/proc/stat``): on a shared machine only runs where that is near 0 give the build's own wall time. Both builds use the same batch size and torch
-threads (``--threads``; the workflow passes hp ``threads``, 1 by default, to the stage).
+used meanwhile (``/proc/stat``): on a shared machine only runs where that is near 0 give the build's own wall time.
+Both builds use the same batch size and torch threads (``--threads``; the workflow passes the train config's
+``threads``, 1 by default, to the stage).
 """
 from __future__ import annotations
 
