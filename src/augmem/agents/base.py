@@ -116,9 +116,13 @@ class Agent:
         return check_hparams(cls.HP, hp, agent=agent or cls.name, sources=sources, extra_check=cls.extra_checks)
 
     # ----------------------------------------------------------------------------------------------------- building
+    def output_size(self) -> int:
+        """Outputs of the network's head: one per class (CoPE: its embedding size)."""
+        return self.n_class
+
     def build_model(self) -> nn.Module:
         """SqueezeNet 1.0 (the original's "ResNet18") with a new head; the baselines fine-tune all of it."""
-        bb = build_backbone(self.hp["backbone"], self.n_class, self.hp["weights"],
+        bb = build_backbone(self.hp["backbone"], self.output_size(), self.hp["weights"],
                             head_bias_init=self.hp["head_bias_init"])
         if self.hp["freeze_feature_extract"]:
             for p in bb.front.parameters():

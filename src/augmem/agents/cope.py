@@ -78,10 +78,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augmem.agents.external import ExternalAgent, ExternalHP, Renormalize
+from augmem.agents.external import ExternalAgent, ExternalHP
 from augmem.agents.hparams import hparam
-from augmem.models import build_backbone
-from augmem.models.gss_nets import build_gss_network
 
 AGE_BYTES = 4  # upstream's update_age: one float32 per stored sample
 
@@ -177,22 +175,11 @@ class CoPE(ExternalAgent):
         d = self.hp["embedding_size"]
         return int(self.n_class if d is None else d)
 
-    def build_own_network(self) -> nn.Module:
-        net = build_gss_network(self.hp["own_backbone"], self.embedding_dim)
-        if self.hp["freeze_feature_extract"]:
-            for p in net.front.parameters():
-                p.requires_grad_(False)
-        return nn.Sequential(nn.Sequential(Renormalize(), net.front), net.linear)
+    def output_size(self) -> int:
+        return self.embedding_dim
 
-    def build_model(self) -> nn.Module:
-        if self.own_network:
-            return self.build_own_network()
-        bb = build_backbone(self.hp["backbone"], self.embedding_dim, self.hp["weights"],
-                            head_bias_init=self.hp["head_bias_init"])
-        if self.hp["freeze_feature_extract"]:
-            for p in bb.front.parameters():
-                p.requires_grad_(False)
-        return bb.full()
+    def build_own_network(self) -> nn.Module:
+        return self.build_gss_family_network()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """f(x) = net(x) / ||net(x)||_2."""

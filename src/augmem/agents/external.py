@@ -115,6 +115,17 @@ class ExternalAgent(Agent):
     def build_own_network(self) -> nn.Module:
         raise NotImplementedError
 
+    def build_gss_family_network(self) -> nn.Module:
+        """The GSS/CoPE own network (models/gss_nets.py, hp ``own_backbone``) behind :class:`Renormalize`, with
+        ``output_size()`` outputs; its front is frozen with ``freeze_feature_extract``."""
+        from augmem.models.gss_nets import build_gss_network
+
+        net = build_gss_network(self.hp["own_backbone"], self.output_size())
+        if self.hp["freeze_feature_extract"]:
+            for p in net.front.parameters():
+                p.requires_grad_(False)
+        return nn.Sequential(nn.Sequential(Renormalize(), net.front), net.linear)
+
     # ------------------------------------------------------------------------------------------------ task classes
     def set_active(self, active: list[int]) -> None:
         new = sorted(set(int(a) for a in active) - set(self.active))

@@ -61,9 +61,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from augmem.agents.external import ExternalAgent, ExternalHP, Renormalize
+from augmem.agents.external import ExternalAgent, ExternalHP
 from augmem.agents.hparams import hparam
-from augmem.models.gss_nets import build_gss_network
 
 INITIAL_SCORE = 0.1  # the score of the first R copied into an empty B
 SCORE_SPAN_EPS = 0.01  # s^ = (s - min) / (max - min + 0.01)
@@ -118,11 +117,7 @@ class GSS(ExternalAgent):
 
     # ------------------------------------------------------------------------------------------------ network
     def build_own_network(self) -> nn.Module:
-        net = build_gss_network(self.hp["own_backbone"], self.n_class)
-        if self.hp["freeze_feature_extract"]:
-            for p in net.front.parameters():
-                p.requires_grad_(False)
-        return nn.Sequential(nn.Sequential(Renormalize(), net.front), net.linear)
+        return self.build_gss_family_network()
 
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
